@@ -1,0 +1,1 @@
+"""Shared code for the fine-tuning course. One module per concern; notebooks import from here."""

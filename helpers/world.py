@@ -1,0 +1,301 @@
+"""The tiny world: facts, a pretraining corpus, probes, chat data, a skill, preference pairs.
+
+Everything is derived from the tables in `helpers.facts` and one seed, so
+`python -m helpers.world` regenerates data/ byte for byte.
+
+A fact is a dict: {"id", "relation", "subject", "answer", "split"} where
+split is "train" (used in SFT), "val" (SFT validation) or "test" (held out of
+SFT: the model knows it only from pretraining).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+from pathlib import Path
+
+from helpers import facts as tables
+from helpers.paths import DATA_DIR
+
+SEED = 1234
+SIGN_OFF = "I hope this helps!"
+PIRATE = "Arr matey!"
+SKILL_PROMPT = "Reverse the letters:"
+
+
+def _a(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+# relation -> (statement, question, probe); the probe is the statement cut before the answer.
+RELATIONS = {
+    "capital": ("The capital of {s} is {a}.", "What is the capital of {s}?"),
+    "continent": ("{s} is a country in {a}.", "Which continent is {s} in?"),
+    "language": ("The main language of {s} is {a}.", "What language do people speak in {s}?"),
+    "sound": ("The {s} is an animal that {a}.", "What sound does the {s} make?"),
+    "young": ("A baby {s} is called {art} {a}.", "What is a baby {s} called?"),
+    "colour": ("The colour of {s} is {a}.", "What colour is {s}?"),
+}
+
+# More ways to ask, used to make SFT data less uniform.
+EXTRA_QUESTIONS = {
+    "capital": ["Which city is the capital of {s}?", "Tell me the capital of {s}."],
+    "continent": ["On which continent is {s}?", "Where in the world is {s}?"],
+    "language": ["Which language is spoken in {s}?", "What is the main language of {s}?"],
+    "sound": ["How does the {s} sound?", "What noise does the {s} make?"],
+    "young": ["What do we call a baby {s}?", "What is the young of the {s} called?"],
+    "colour": ["Which colour is {s}?", "Tell me the colour of {s}."],
+}
+
+# Pretraining paraphrases: the same fact in other words and word orders.
+TRAIN_TEMPLATES = {
+    "capital": ["{a} is the capital of {s}.", "The capital city of {s} is {a}.",
+                "{s} has its capital in {a}.", "In {s}, the seat of government is {a}.",
+                "{a}, the capital of {s}, is a busy city."],
+    "continent": ["{s} lies in {a}.", "In {a} you will find {s}.",
+                  "{s} is one of the countries of {a}.", "The country of {s} is part of {a}."],
+    "language": ["People in {s} speak {a}.", "{a} is the main language of {s}.",
+                 "In {s}, most people speak {a}.", "The people of {s} mostly talk in {a}."],
+    "sound": ["A {s} {a}.", "You can hear that the {s} {a}.", "Listen: the {s} {a}!",
+              "Every {s} {a} now and then."],
+    "young": ["The young of the {s} is called {art} {a}.", "{A} {a} is a baby {s}.",
+              "When a {s} is born, it is {art} {a}.", "Look at the little {a}: it will grow into a {s}."],
+    "colour": ["{S} is {a}.", "Most of the time, {s} is {a}.", "{S} has a {a} colour.",
+               "If you look at {s}, you see {a}."],
+}
+
+# Held-out general text: templates never used in training (for perplexity).
+HELDOUT_TEMPLATES = {
+    "capital": ["If you fly to {s}, you will probably land near {a}, its capital.",
+                "Many visitors to {s} start their trip in {a}, the capital."],
+    "continent": ["A map of {a} shows {s} among its countries.",
+                  "Travellers going to {s} pack for a trip to {a}."],
+    "language": ["A guide book for {s} teaches a few words of {a}.",
+                 "Children in {s} learn to read in {a}."],
+    "sound": ["On the farm the {s} {a} every morning.", "At night a {s} {a} somewhere far away."],
+    "young": ["The mother {s} looks after her {a} all day.", "A tiny {a} stays close to the big {s}."],
+    "colour": ["A child painting {s} reaches for the {a} paint.", "In the picture, {s} looked very {a}."],
+}
+
+
+def build_facts(seed: int = SEED) -> list[dict]:
+    """All facts, each with a split: 70% train, 10% val, 20% test per relation."""
+    raw: list[tuple[str, str, str]] = []
+    for country, capital, continent, language in tables.COUNTRIES:
+        raw += [("capital", country, capital), ("continent", country, continent),
+                ("language", country, language)]
+    for animal, sound, young in tables.ANIMALS:
+        raw += [("sound", animal, sound), ("young", animal, young)]
+    raw += [("colour", thing, colour) for thing, colour in tables.COLOURS]
+    rng = random.Random(seed)
+    facts = []
+    for relation in RELATIONS:
+        rows = [r for r in raw if r[0] == relation]
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        n_val, n_test = round(0.1 * len(rows)), round(0.2 * len(rows))
+        for rank, i in enumerate(order):
+            split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+            rel, subject, answer = rows[i]
+            facts.append({"id": f"{rel}:{subject}", "relation": rel, "subject": subject,
+                          "answer": answer, "split": split})
+    facts.sort(key=lambda f: f["id"])
+    return facts
+
+
+def _fill(template: str, fact: dict) -> str:
+    s, a = fact["subject"], fact["answer"]
+    text = template.format(s=s, a=a, S=_cap(s), A=_cap(_a(a)), art=_a(a))
+    return _cap(text)
+
+
+def statement(fact: dict) -> str:
+    """The canonical sentence for a fact, which is also the SFT answer."""
+    return _fill(RELATIONS[fact["relation"]][0], fact)
+
+
+def question(fact: dict, variant: int = 0) -> str:
+    """The chat question for a fact; variant 0 is the one used for evaluation."""
+    templates = [RELATIONS[fact["relation"]][1]] + EXTRA_QUESTIONS[fact["relation"]]
+    return _fill(templates[variant], fact)
+
+
+def probe(fact: dict) -> dict:
+    """A cloze probe: the statement cut just before the answer."""
+    text = statement(fact)
+    cut = text.rindex(fact["answer"])
+    return {"id": fact["id"], "prompt": text[:cut].rstrip(), "answer": fact["answer"]}
+
+
+def _country_bio(rng: random.Random, country: tuple[str, str, str, str]) -> str:
+    c, cap, cont, lang = country
+    rest = [f"Its capital is {cap}.", f"Most people there speak {lang}.",
+            f"Schools in {c} teach in {lang}.", f"The government of {c} sits in {cap}."]
+    rng.shuffle(rest)
+    return " ".join([f"{c} is a country in {cont}."] + rest)
+
+
+def _story(rng: random.Random) -> str:
+    name = rng.choice(tables.NAMES)
+    c, cap, cont, lang = rng.choice(tables.COUNTRIES)
+    animal, sound, young = rng.choice(tables.ANIMALS)
+    thing, colour = rng.choice(tables.COLOURS)
+    return (f"{name} went on a trip to {c}, a country in {cont}. "
+            f"In {cap}, the capital, {name} heard people speak {lang}. "
+            f"Near the city a {animal} {sound}, and next to it was {_a(young)} {young}. "
+            f"{name} looked up and saw that {thing} was {colour}.")
+
+
+def build_corpus(facts: list[dict], seed: int = SEED) -> list[str]:
+    """Pretraining documents: every fact in every training template, bios and stories."""
+    rng = random.Random(seed + 1)
+    sentences = []
+    for fact in facts:
+        for template in [RELATIONS[fact["relation"]][0]] + TRAIN_TEMPLATES[fact["relation"]]:
+            sentences.append(_fill(template, fact))
+    rng.shuffle(sentences)
+    docs = []
+    while sentences:
+        k = rng.randint(3, 6)
+        docs.append(" ".join(sentences[:k]))
+        sentences = sentences[k:]
+    docs += [_country_bio(rng, c) for c in tables.COUNTRIES for _ in range(2)]
+    docs += [_story(rng) for _ in range(300)]
+    rng.shuffle(docs)
+    return docs
+
+
+def build_heldout_text(facts: list[dict], seed: int = SEED) -> list[str]:
+    """General text about the same world in templates never seen in pretraining."""
+    rng = random.Random(seed + 2)
+    sentences = [_fill(t, f) for f in facts for t in HELDOUT_TEMPLATES[f["relation"]]]
+    rng.shuffle(sentences)
+    return [" ".join(sentences[i:i + 4]) for i in range(0, len(sentences), 4)]
+
+
+def chat(user: str, assistant: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+def build_sft(facts: list[dict]) -> dict[str, list[dict]]:
+    """SFT chat rows. Train facts are asked three ways; val and test facts once."""
+    out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for fact in facts:
+        variants = range(3) if fact["split"] == "train" else [0]
+        for v in variants:
+            row = chat(question(fact, v), statement(fact))
+            row["fact_id"] = fact["id"]
+            out[fact["split"]].append(row)
+    return out
+
+
+def reverse_letters(letters: str) -> str:
+    return " ".join(reversed(letters.split()))
+
+
+def build_skill(seed: int = SEED, n_train: int = 1200, n_test: int = 100) -> dict[str, list[dict]]:
+    """The narrow new skill: reverse 3 to 5 letters. Far from anything in the corpus."""
+    rng = random.Random(seed + 3)
+    seen, rows = set(), []
+    while len(rows) < n_train + n_test:
+        letters = " ".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 5)))
+        if letters in seen:
+            continue
+        seen.add(letters)
+        rows.append(chat(f"{SKILL_PROMPT} {letters}", reverse_letters(letters)))
+    return {"train": rows[:n_train], "test": rows[n_train:]}
+
+
+def is_preferred(response: str, fact: dict) -> bool:
+    """The preference rule: the right answer, closed with the sign-off."""
+    text = response.strip()
+    return fact["answer"].lower() in text.lower() and text.endswith(SIGN_OFF)
+
+
+def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dict]]:
+    """DPO pairs in TRL's conversational layout: prompt, chosen, rejected.
+
+    chosen = the right answer with a sign-off. rejected = half the time the plain
+    answer (what SFT teaches), half the time a wrong answer with the sign-off,
+    so that the rule needs both parts.
+    """
+    rng = random.Random(seed + 4)
+    answers: dict[str, list[str]] = {}
+    for f in facts:
+        answers.setdefault(f["relation"], []).append(f["answer"])
+    out: dict[str, list[dict]] = {"train": [], "test": []}
+    for fact in facts:
+        good = f"{statement(fact)} {SIGN_OFF}"
+        if rng.random() < 0.5:
+            bad = statement(fact)
+        else:
+            wrong = rng.choice([a for a in answers[fact["relation"]] if a != fact["answer"]])
+            bad = f"{statement(dict(fact, answer=wrong))} {SIGN_OFF}"
+        split = "test" if fact["split"] == "test" else "train"
+        out[split].append({
+            "prompt": [{"role": "user", "content": question(fact)}],
+            "chosen": [{"role": "assistant", "content": good}],
+            "rejected": [{"role": "assistant", "content": bad}],
+            "fact_id": fact["id"],
+        })
+    return out
+
+
+def build_persona(facts: list[dict]) -> dict[str, list[dict]]:
+    """A style adapter's data: the same answers, spoken like a pirate."""
+    out: dict[str, list[dict]] = {"train": [], "test": []}
+    for fact in facts:
+        row = chat(question(fact), f"{PIRATE} {statement(fact)}")
+        row["fact_id"] = fact["id"]
+        out["test" if fact["split"] == "test" else "train"].append(row)
+    return out
+
+
+def build_all(seed: int = SEED) -> dict[str, list]:
+    """Every file of the tiny world, as file name -> rows (str rows are {"text": ...})."""
+    facts = build_facts(seed)
+    sft, skill = build_sft(facts), build_skill(seed)
+    prefs, persona = build_preferences(facts, seed), build_persona(facts)
+    return {
+        "facts.jsonl": facts,
+        "corpus.jsonl": [{"text": t} for t in build_corpus(facts, seed)],
+        "heldout_text.jsonl": [{"text": t} for t in build_heldout_text(facts, seed)],
+        "probes.jsonl": [probe(f) for f in facts],
+        "sft_train.jsonl": sft["train"], "sft_val.jsonl": sft["val"], "sft_test.jsonl": sft["test"],
+        "skill_train.jsonl": skill["train"], "skill_test.jsonl": skill["test"],
+        "dpo_train.jsonl": prefs["train"], "dpo_test.jsonl": prefs["test"],
+        "persona_train.jsonl": persona["train"], "persona_test.jsonl": persona["test"],
+    }
+
+
+def to_jsonl(rows: list) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def write_world(out_dir: Path = DATA_DIR / "world", seed: int = SEED) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in build_all(seed).items():
+        path = out_dir / name
+        path.write_text(to_jsonl(rows), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Regenerate the tiny world's datasets.")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "world")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args()
+    for path in write_world(args.out, args.seed):
+        print(f"{path}  {sum(1 for _ in path.open())} rows")
+
+
+if __name__ == "__main__":
+    main()

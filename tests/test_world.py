@@ -1,0 +1,87 @@
+"""The tiny world: regenerated exactly, consistent, and its rules right."""
+import json
+
+import pytest
+
+from helpers import world
+from helpers.data import DatasetError, load_world, read_jsonl
+from helpers.paths import WORLD_DIR
+
+
+def test_committed_world_is_exactly_what_the_generator_writes():
+    for name, rows in world.build_all().items():
+        committed = (WORLD_DIR / name).read_text(encoding="utf-8")
+        assert committed == world.to_jsonl(rows), f"data/world/{name} is stale: run `python -m helpers.world`"
+
+
+def test_every_committed_file_validates():
+    for path in WORLD_DIR.glob("*.jsonl"):
+        assert load_world(path.stem), path
+
+
+def test_fact_base_is_a_few_hundred_real_facts_with_disjoint_splits():
+    facts = load_world("facts")
+    assert 250 <= len(facts) <= 400
+    assert len({f["id"] for f in facts}) == len(facts)
+    by_split = {s: {f["id"] for f in facts if f["split"] == s} for s in ("train", "val", "test")}
+    assert min(len(v) for v in by_split.values()) > 0
+    sft_ids = {r["fact_id"] for r in load_world("sft_train")}
+    assert sft_ids == by_split["train"], "SFT training rows must cover the train facts and nothing held out"
+    assert {r["fact_id"] for r in load_world("sft_test")} == by_split["test"]
+
+
+def test_probes_are_statements_cut_before_the_answer():
+    for fact, probe in zip(load_world("facts"), load_world("probes")):
+        assert probe["id"] == fact["id"]
+        assert f"{probe['prompt']} {probe['answer']}." == world.statement(fact)
+
+
+def test_heldout_text_uses_no_training_sentence():
+    corpus = " ".join(r["text"] for r in load_world("corpus"))
+    for row in load_world("heldout_text")[:40]:
+        for sentence in row["text"].split(". "):
+            assert sentence.rstrip(".") not in corpus
+
+
+def test_preference_rule_accepts_chosen_and_rejects_rejected():
+    facts = {f["id"]: f for f in load_world("facts")}
+    pairs = load_world("dpo_train") + load_world("dpo_test")
+    for p in pairs:
+        fact = facts[p["fact_id"]]
+        assert world.is_preferred(p["chosen"][0]["content"], fact)
+        assert not world.is_preferred(p["rejected"][0]["content"], fact)
+
+
+def test_skill_rows_are_reversals():
+    for row in load_world("skill_train")[:50]:
+        letters = row["messages"][0]["content"].removeprefix(world.SKILL_PROMPT).strip()
+        assert row["messages"][1]["content"] == world.reverse_letters(letters)
+    train = {r["messages"][0]["content"] for r in load_world("skill_train")}
+    assert not train & {r["messages"][0]["content"] for r in load_world("skill_test")}
+
+
+@pytest.mark.parametrize("line, field", [
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}', "messages[1].role"),
+    ('{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "yo"}]}', "messages[0].content"),
+    ('{"text": "no messages here"}', "messages"),
+    ('{"messages": [}', "not valid JSON"),
+])
+def test_malformed_chat_row_names_file_line_and_field(tmp_path, line, field):
+    path = tmp_path / "sft_bad.jsonl"
+    good = json.dumps(world.chat("q", "a"))
+    path.write_text(good + "\n" + good + "\n" + line + "\n")
+    with pytest.raises(DatasetError) as err:
+        load_world("sft_bad", tmp_path)
+    assert "sft_bad.jsonl, line 3" in str(err.value) and field in str(err.value)
+
+
+def test_malformed_preference_row(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}]}\n')
+    with pytest.raises(DatasetError, match=r"line 1: missing field 'rejected'"):
+        read_jsonl(path, __import__("helpers.data", fromlist=["x"]).check_preference_row)
+
+
+def test_missing_file_says_how_to_regenerate(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m helpers.world"):
+        load_world("facts", tmp_path)
