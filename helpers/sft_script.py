@@ -1,0 +1,90 @@
+"""Notebook 02's SFT step as a script that runs unchanged on one process or many (data parallel).
+
+    python -m helpers.sft_script --output-dir outputs/sft_script                  # one process
+    accelerate launch --num_processes 2 --cpu -m helpers.sft_script --output-dir outputs/ddp --max-steps 4
+    accelerate launch --num_processes 8 -m helpers.sft_script --output-dir ...    # 8 GPUs, one node
+
+Each process holds a full replica (base + LoRA adapter), reads a different slice of every batch, and the
+gradients are averaged across processes before each optimizer step, so all replicas stay identical.
+Every rank writes its own copy of the trained adapter (adapter_rank{R}.safetensors) and of the initial one,
+so a test can check that the replicas stayed in sync; rank 0 also saves the usual adapter folder.
+
+Past one GPU's memory, shard instead of replicating: FSDP splits parameters, gradients and optimizer states
+across the processes. The same script runs under an accelerate config such as (fsdp.yaml):
+
+    compute_environment: LOCAL_MACHINE
+    distributed_type: FSDP
+    num_processes: 8
+    mixed_precision: bf16
+    fsdp_config:
+      fsdp_version: 2
+      fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+      fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer   # Qwen2DecoderLayer for Qwen2.5
+      fsdp_state_dict_type: SHARDED_STATE_DICT
+      fsdp_cpu_ram_efficient_loading: true
+      fsdp_reshard_after_forward: true
+
+    accelerate launch --config_file fsdp.yaml -m helpers.sft_script --model <hub id> --output-dir ...
+
+(With FSDP each rank holds a shard, so the per-rank adapter copies below are gathered by the Trainer on save.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """The LoRA tensors of a peft model, detached copies on CPU."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from peft import get_peft_model
+    from safetensors.torch import save_file
+
+    from helpers.base_model import load_model
+    from helpers.data import load_world
+    from helpers.env import seed_everything
+    from helpers.training import SFT_RECIPE, standard_lora, train_sft
+
+    parser = argparse.ArgumentParser(description="LoRA SFT on the tiny world (runs under accelerate launch).")
+    parser.add_argument("--output-dir", required=True, type=Path)
+    parser.add_argument("--model", default="data/tiny-base")
+    parser.add_argument("--max-steps", type=int, default=-1, help="-1: the recipe's epochs")
+    parser.add_argument("--rows", type=int, default=0, help="use only the first N training rows (0: all)")
+    parser.add_argument("--batch-size", type=int, default=SFT_RECIPE["per_device_train_batch_size"],
+                        help="per process; the global batch is this times the number of processes")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    seed_everything(args.seed)  # same seed on every rank: identical initial adapters
+    model, tokenizer = load_model(args.model)
+    model = get_peft_model(model, standard_lora(r=args.rank))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    save_file(adapter_state(model), str(args.output_dir / f"adapter_init_rank{rank}.safetensors"))
+    rows = load_world("sft_train")
+    rows = rows[: args.rows] if args.rows else rows
+    trainer = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir),
+                        **{**SFT_RECIPE, "per_device_train_batch_size": args.batch_size,
+                           "max_steps": args.max_steps, "seed": args.seed, "data_seed": args.seed,
+                           "logging_steps": 1, "ddp_find_unused_parameters": False})
+    # Trainer.save_model writes on the main process only; each rank saves its own replica explicitly.
+    save_file(adapter_state(trainer.model), str(args.output_dir / f"adapter_rank{rank}.safetensors"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    (args.output_dir / f"log_rank{rank}.json").write_text(json.dumps(
+        {"rank": rank, "world_size": world, "steps": trainer.state.global_step, "losses": losses,
+         "train_seconds": trainer.train_seconds}))
+    trainer.save_model(str(args.output_dir / "adapter"))
+
+
+if __name__ == "__main__":
+    main()
