@@ -1,8 +1,12 @@
 """Notebook 02's SFT step as a script that runs unchanged on one process or many (data parallel).
 
     python -m helpers.sft_script --output-dir outputs/sft_script                  # one process
-    accelerate launch --num_processes 2 --cpu -m helpers.sft_script --output-dir outputs/ddp --max-steps 4
+    CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 -m helpers.sft_script \
+        --output-dir outputs/ddp --max-steps 4                                     # two CPU processes (gloo)
     accelerate launch --num_processes 8 -m helpers.sft_script --output-dir ...    # 8 GPUs, one node
+
+(accelerate 1.15's `--cpu --num_processes 2` starts a single process unless an MPI hostfile is given;
+its torchrun launcher, `--multi_gpu`, with no GPU visible starts N CPU processes on the gloo backend.)
 
 Each process holds a full replica (base + LoRA adapter), reads a different slice of every batch, and the
 gradients are averaged across processes before each optimizer step, so all replicas stay identical.
