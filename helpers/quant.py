@@ -65,6 +65,7 @@ def quantize_blockwise(x: torch.Tensor, codebook: torch.Tensor, blocksize: int =
     The last block may be partial (zero padding does not change an absmax).
     """
     flat = x.detach().reshape(-1).float()
+    codebook = codebook.to(flat.device)
     n = flat.numel()
     padded = torch.nn.functional.pad(flat, (0, -n % blocksize)).view(-1, blocksize)
     absmax = padded.abs().max(dim=1).values
@@ -78,7 +79,7 @@ def quantize_blockwise(x: torch.Tensor, codebook: torch.Tensor, blocksize: int =
 def dequantize_blockwise(indices: torch.Tensor, absmax: torch.Tensor, codebook: torch.Tensor,
                          shape, blocksize: int = 64) -> torch.Tensor:
     """codebook[index] * absmax of its block, reshaped to `shape` (fp32)."""
-    values = codebook[indices.long()]
+    values = codebook.to(indices.device)[indices.long()]
     n = values.numel()
     scales = absmax.repeat_interleave(blocksize)[:n]
     return (values * scales).reshape(shape)
