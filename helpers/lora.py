@@ -354,7 +354,7 @@ def draw_lora(matrices: dict[str, torch.Tensor], title: str = ""):
                              gridspec_kw={"width_ratios": widths})
     vmax = max(float(m.abs().max()) for m in matrices.values())
     for ax, (name, m) in zip(axes, matrices.items()):
-        ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_title(f"{name}\n{tuple(m.shape)}, rank {int(torch.linalg.matrix_rank(m))}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
