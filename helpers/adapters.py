@@ -104,10 +104,14 @@ def merged_copy(peft_model, adapter_name: str):
     return twin.merge_and_unload(adapter_names=[adapter_name])
 
 
-def max_logit_difference(model_a, model_b, tokenizer, rows: list[dict]) -> float:
-    """Largest absolute difference of the two models' next-token logits on the rows' chat prompts."""
+@torch.no_grad()
+def prompt_logits(model, tokenizer, rows: list[dict]) -> torch.Tensor:
+    """Logits (batch, tokens, vocab) of the model as it is now on the rows' chat prompts (left-padded)."""
     tokenizer.padding_side = "left"
     enc = tokenizer(chat_prompts(tokenizer, rows), return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = enc.to(next(model_a.parameters()).device)
-    with torch.no_grad():
-        return (model_a(**enc).logits - model_b(**enc).logits).abs().max().item()
+    return model(**enc.to(next(model.parameters()).device)).logits.float()
+
+
+def max_logit_difference(model_a, model_b, tokenizer, rows: list[dict]) -> float:
+    """Largest absolute difference of the two models' logits on the rows' chat prompts."""
+    return (prompt_logits(model_a, tokenizer, rows) - prompt_logits(model_b, tokenizer, rows)).abs().max().item()
