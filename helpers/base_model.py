@@ -53,7 +53,7 @@ class PretrainConfig:
     num_kv_heads: int = 2
     block_size: int = 128
     batch_size: int = 32
-    steps: int = 3000
+    steps: int = 700
     lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.1

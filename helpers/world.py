@@ -164,8 +164,15 @@ def build_corpus(facts: list[dict], seed: int = SEED) -> list[str]:
         k = rng.randint(3, 6)
         docs.append(" ".join(sentences[:k]))
         sentences = sentences[k:]
+    # Questions answered in prose for the train facts only (Allen-Zhu & Li's "mixed training"): the
+    # model learns in pretraining that a question about X is answered by a sentence about X, and can
+    # then answer for facts it has only read about. No chat tokens: chat is what SFT adds.
+    qa = [f"Question: {question(f, v)} Answer: {statement(f)}" for f in facts if f["split"] == "train"
+          for v in range(3)]
+    rng.shuffle(qa)
+    docs += [" ".join(qa[i:i + 3]) for i in range(0, len(qa), 3)]
     docs += [_country_bio(rng, c) for c in tables.COUNTRIES for _ in range(2)]
-    docs += [_story(rng) for _ in range(300)]
+    docs += [_story(rng) for _ in range(600)]
     rng.shuffle(docs)
     return docs
 
