@@ -101,8 +101,11 @@ class Stopwatch(TrainerCallback):
 
 
 def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
-              output_dir: str, peft_config=None, **config_overrides):
-    """Supervised fine-tuning with TRL's SFTTrainer; returns the trained trainer (model at `trainer.model`)."""
+              output_dir: str, peft_config=None, callbacks: list | None = None, **config_overrides):
+    """Supervised fine-tuning with TRL's SFTTrainer; returns the trained trainer (model at `trainer.model`).
+
+    callbacks: extra transformers TrainerCallbacks (e.g. one that measures the model every few steps).
+    """
     from trl import SFTTrainer
 
     if eval_rows is not None:
@@ -112,7 +115,8 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     trainer = SFTTrainer(model=model, args=sft_config(output_dir, **config_overrides),
                          train_dataset=chat_dataset(train_rows),
                          eval_dataset=chat_dataset(eval_rows) if eval_rows is not None else None,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[stopwatch])
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[stopwatch, *(callbacks or [])])
     trainer.train()
     trainer.train_seconds = stopwatch.seconds
     trainer.model.eval()
