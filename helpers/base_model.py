@@ -206,39 +206,56 @@ fine-tuning (notebook 02) teaches the format that unlocks the knowledge.
 """
 
 
-def main() -> None:
+def evaluate_base(model, tokenizer) -> dict:
+    """The three quality figures of the model card, measured on the tiny world."""
     from helpers.evaluation import chat_exact_match, fact_probe_accuracy, perplexity
 
+    return {"fact_probe_accuracy": fact_probe_accuracy(model, tokenizer, load_world("probes")),
+            "heldout_perplexity": perplexity(model, tokenizer, [r["text"] for r in load_world("heldout_text")]),
+            "chat_exact_match": chat_exact_match(model, tokenizer, load_world("sft_test"))}
+
+
+def write_card(out: Path, model, tokenizer, log: dict, metrics: dict) -> None:
+    """The model card (README.md) and pretrain_log.json, from the training log and measured metrics."""
+    import platform
+
+    card = MODEL_CARD.format(params=count_parameters(model), vocab=len(tokenizer),
+                             machine=log.get("machine", f"{platform.machine()} CPU"),
+                             final_loss=sum(log["losses"][-50:]) / len(log["losses"][-50:]),
+                             **log["config"], **log_without_losses(log), **metrics)
+    (out / "README.md").write_text(card)
+    (out / "pretrain_log.json").write_text(json.dumps({**log, "metrics": metrics}, indent=1))
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description="Pretrain the tiny base model and save it.")
     parser.add_argument("--out", type=Path, default=TINY_BASE)
     parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="keep the saved weights; measure again and rewrite the model card")
     args = parser.parse_args()
-    cfg = PretrainConfig(steps=args.steps)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    tokenizer = train_tokenizer(tokenizer_texts(), cfg.vocab_size)
-    model, log = pretrain(cfg, tokenizer, [r["text"] for r in load_world("corpus")])
-    metrics = {
-        "fact_probe_accuracy": fact_probe_accuracy(model, tokenizer, load_world("probes")),
-        "heldout_perplexity": perplexity(model, tokenizer, [r["text"] for r in load_world("heldout_text")]),
-        "chat_exact_match": chat_exact_match(model, tokenizer, load_world("sft_test")),
-    }
+    if args.reevaluate:
+        model, tokenizer = load_model(args.out, device="cpu")
+        log = json.loads((args.out / "pretrain_log.json").read_text())
+    else:
+        cfg = PretrainConfig(steps=args.steps)
+        tokenizer = train_tokenizer(tokenizer_texts(), cfg.vocab_size)
+        model, log = pretrain(cfg, tokenizer, [r["text"] for r in load_world("corpus")])
+        import platform
+        log["machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+        args.out.mkdir(parents=True, exist_ok=True)
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(args.out, safe_serialization=True)
+        tokenizer.save_pretrained(args.out)
+    metrics = evaluate_base(model, tokenizer)
     print(json.dumps(metrics, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(args.out, safe_serialization=True)
-    tokenizer.save_pretrained(args.out)
-    import platform
-    card = MODEL_CARD.format(params=count_parameters(model), vocab=len(tokenizer), machine=f"{platform.machine()} CPU, "
-                             f"{torch.get_num_threads()} threads", final_loss=sum(log["losses"][-50:]) / 50,
-                             **{k: v for k, v in asdict(cfg).items()}, **log_without_losses(log), **metrics)
-    (args.out / "README.md").write_text(card)
-    (args.out / "pretrain_log.json").write_text(json.dumps({**log, "metrics": metrics}, indent=1))
+    write_card(args.out, model, tokenizer, log, metrics)
     print(f"saved to {args.out}")
 
 
 def log_without_losses(log: dict) -> dict:
-    return {k: v for k, v in log.items() if k not in ("losses", "config")}
+    return {k: v for k, v in log.items() if k not in ("losses", "config", "metrics", "machine")}
 
 
 if __name__ == "__main__":

