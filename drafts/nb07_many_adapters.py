@@ -33,8 +33,9 @@ import matplotlib.pyplot as plt
 import torch
 from peft import PeftModel
 
-from helpers.adapters import (TASK_FILES, adapter_bytes, max_logit_difference, merged_copy, module_bytes,
+from helpers.adapters import (TASK_FILES, adapter_bytes, max_logit_difference, merged_copy,
                               prompt_logits, routed_replies, task_scores, train_adapter)
+from helpers.memory import module_bytes
 from helpers.base_model import folder_bytes, load_model
 from helpers.data import load_world
 from helpers.env import describe_machine, seed_everything

@@ -12,6 +12,7 @@ import torch
 
 from helpers.base_model import load_model
 from helpers.env import seed_everything
+from helpers.memory import tensor_bytes
 from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, skill_accuracy
 from helpers.training import train_sft
 from helpers.world import PIRATE
@@ -72,22 +73,6 @@ def routed_replies(peft_model, tokenizer, rows: list[dict], adapter_names: list[
     out = peft_model.generate(**enc, adapter_names=adapter_names, max_new_tokens=max_new_tokens, do_sample=False,
                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return [r.strip() for r in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
-
-
-def tensor_bytes(tensors) -> int:
-    """Bytes of the tensors' elements (numel x element size), each storage counted once (tied weights)."""
-    seen, total = set(), 0
-    for t in tensors:
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of all parameters and buffers of a model (what it holds in memory, activations aside)."""
-    return tensor_bytes(list(module.parameters()) + list(module.buffers()))
 
 
 def adapter_bytes(peft_model, adapter_name: str) -> int:

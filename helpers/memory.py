@@ -223,17 +223,29 @@ def will_it_fit(models: dict | None = None, gpus: dict | None = None, batch_size
 
 # ---- measurements -------------------------------------------------------------------------------
 
-def tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+def tensor_bytes(tensors) -> int:
+    """Bytes of the tensors' elements (numel x element size), each storage counted once (tied weights)."""
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of all parameters and buffers of a model (what it holds in memory, activations aside)."""
+    return tensor_bytes(list(module.parameters()) + list(module.buffers()))
 
 
 def measured_training_bytes(model, optimizer) -> dict[str, int]:
     """Exact bytes held by parameters (each shared tensor once), gradients and optimizer state tensors."""
     params = {p.data_ptr(): p for p in model.parameters()}.values()
     states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-    return {"weights": sum(tensor_bytes(p) for p in params),
-            "gradients": sum(tensor_bytes(p.grad) for p in params if p.grad is not None),
-            "optimizer_states": sum(tensor_bytes(v) for v in states),
+    return {"weights": tensor_bytes(params),
+            "gradients": tensor_bytes(p.grad for p in params if p.grad is not None),
+            "optimizer_states": tensor_bytes(states),
             "optimizer_tensors": len(states)}
 
 

@@ -177,11 +177,9 @@ def keep_bnb_layout(model) -> None:
 
 def model_bytes(model) -> int:
     """Parameters and buffers (tied tensors once) plus 4-bit quantization state: a model's weight memory."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
+    from helpers.memory import module_bytes
+
+    total = module_bytes(model)
     try:
         records = layer_bytes(model)
     except ImportError:

@@ -5,8 +5,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import helpers.adapters as adapters
-from helpers.adapters import (adapter_bytes, max_logit_difference, merged_copy, module_bytes, persona_rate,
-                              routed_replies, tensor_bytes)
+from helpers.adapters import adapter_bytes, max_logit_difference, merged_copy, persona_rate, routed_replies
+from helpers.memory import module_bytes, tensor_bytes
 from helpers.base_model import train_tokenizer
 from helpers.evaluation import generate_replies
 from helpers.world import PIRATE, chat
