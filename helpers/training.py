@@ -120,7 +120,23 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     trainer.train()
     trainer.train_seconds = stopwatch.seconds
     trainer.model.eval()
+    drop_trl_forward_patch(trainer.model)
     return trainer
+
+
+def drop_trl_forward_patch(model) -> None:
+    """Give a model back its own `forward` after a TRL trainer is done with it.
+
+    TRL 1.x trainers replace `forward` on the model *instance* by a closure over the original bound
+    method (its fused LM head). The closure survives training: a `copy.deepcopy` of the model then
+    still runs the ORIGINAL model's forward (generation included), so the copy's new adapter has no
+    effect. Measured in notebook 05 before this fix: a DPO-trained copy generated exactly like the SFT model.
+    Deleting the instance attribute restores the class's forward; TRL adds its patch again when a new
+    trainer is built.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for m in (model, inner):
+        m.__dict__.pop("forward", None)
 
 
 def loss_curves(trainer) -> dict[str, list[tuple[int, float]]]:

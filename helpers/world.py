@@ -150,8 +150,35 @@ def _story(rng: random.Random) -> str:
             f"{name} looked up and saw that {thing} was {colour}.")
 
 
+# Letters said and said again. Real corpora are full of repetition (quotes, lists, code), and a model
+# that has read it can copy from its context (Olsson et al. 2022's induction heads). Without such
+# text the tiny model never learns to copy, and no fine-tuning can then teach it to reverse letters
+# (measured: 0.00 for full fine-tuning and LoRA alike). The corpus repeats letters forwards only;
+# reversing them is the new skill.
+COPY_TEMPLATES = ["Say these letters after me: {x}. {x}.", "The letters are {x}. Once more: {x}.",
+                  "Write down {x}, then write it again: {x}.", "{n} spelled {x}, and {x} spells {n}."]
+
+
+def _letters(rng: random.Random, lo: int = 3, hi: int = 6) -> str:
+    return " ".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(lo, hi)))
+
+
+def _copy_doc(rng: random.Random) -> str:
+    """Two or three sentences that each say a letter sequence twice (or spell a known word)."""
+    words = [w for animal, _, young in tables.ANIMALS for w in (animal, young) if w.isalpha()]
+    parts = []
+    for _ in range(rng.randint(2, 3)):
+        template = rng.choice(COPY_TEMPLATES)
+        if "{n}" in template:
+            word = rng.choice(words)
+            parts.append(_cap(template.format(n=word, x=" ".join(word))))
+        else:
+            parts.append(template.format(x=_letters(rng)))
+    return " ".join(parts)
+
+
 def build_corpus(facts: list[dict], seed: int = SEED) -> list[str]:
-    """Pretraining documents: every fact in every training template, bios and stories."""
+    """Pretraining documents: every fact in every training template, bios, stories and letter copying."""
     rng = random.Random(seed + 1)
     sentences = []
     for fact in facts:
@@ -172,6 +199,7 @@ def build_corpus(facts: list[dict], seed: int = SEED) -> list[str]:
     docs += [" ".join(qa[i:i + 3]) for i in range(0, len(qa), 3)]
     docs += [_country_bio(rng, c) for c in tables.COUNTRIES for _ in range(2)]
     docs += [_story(rng) for _ in range(600)]
+    docs += [_copy_doc(rng) for _ in range(600)]
     rng.shuffle(docs)
     return docs
 
@@ -204,6 +232,15 @@ def reverse_letters(letters: str) -> str:
     return " ".join(reversed(letters.split()))
 
 
+def skill_answer(letters: str) -> str:
+    """The skill's reply, a sentence like every answer in the course: "The letters reversed are c b a."
+
+    A bare "c b a" would start the reply with a letter token that has no space before it, a token the
+    corpus never uses: LoRA, which cannot train embeddings, then gets every first letter wrong (measured).
+    """
+    return f"The letters reversed are {reverse_letters(letters)}."
+
+
 def build_skill(seed: int = SEED, n_train: int = 1200, n_test: int = 100) -> dict[str, list[dict]]:
     """The narrow new skill: reverse 3 to 5 letters. Far from anything in the corpus."""
     rng = random.Random(seed + 3)
@@ -213,7 +250,7 @@ def build_skill(seed: int = SEED, n_train: int = 1200, n_test: int = 100) -> dic
         if letters in seen:
             continue
         seen.add(letters)
-        rows.append(chat(f"{SKILL_PROMPT} {letters}", reverse_letters(letters)))
+        rows.append(chat(f"{SKILL_PROMPT} {letters}", skill_answer(letters)))
     return {"train": rows[:n_train], "test": rows[n_train:]}
 
 

@@ -52,10 +52,17 @@ def test_preference_rule_accepts_chosen_and_rejects_rejected():
         assert not world.is_preferred(p["rejected"][0]["content"], fact)
 
 
+def test_corpus_repeats_letters_but_never_reverses_them():
+    """Copying is in pretraining (so the model can attend to its input); reversing is the new skill."""
+    corpus = [r["text"] for r in load_world("corpus")]
+    assert sum("Once more:" in t for t in corpus) > 100
+    assert not any("reversed" in t or world.SKILL_PROMPT in t for t in corpus)
+
+
 def test_skill_rows_are_reversals():
     for row in load_world("skill_train")[:50]:
         letters = row["messages"][0]["content"].removeprefix(world.SKILL_PROMPT).strip()
-        assert row["messages"][1]["content"] == world.reverse_letters(letters)
+        assert row["messages"][1]["content"] == f"The letters reversed are {world.reverse_letters(letters)}."
     train = {r["messages"][0]["content"] for r in load_world("skill_train")}
     assert not train & {r["messages"][0]["content"] for r in load_world("skill_test")}
 
