@@ -1,6 +1,6 @@
 """Notebook 03: full fine-tuning, LoRA and prompt tuning on the same SFT task."""
 
-METHODS = ("full", "lora", "prompt_tuning")
+METHODS = ("full", "lora", "prompt_tuning", "ia3")
 FIELDS = ("trainable_params", "peak_memory_bytes", "seconds", "exact_match", "checkpoint_bytes")
 
 
@@ -15,6 +15,7 @@ def test_every_method_measured(notebook_metrics):
 def test_trainable_parameters_ordering(notebook_metrics):
     m = notebook_metrics("03")["methods"]
     assert m["full"]["trainable_params"] > m["lora"]["trainable_params"] > m["prompt_tuning"]["trainable_params"]
+    assert m["ia3"]["trainable_params"] < m["lora"]["trainable_params"]
 
 
 def test_lora_checkpoint_smaller_than_full(notebook_metrics):
@@ -30,3 +31,8 @@ def test_full_training_holds_more_memory_than_lora(notebook_metrics):
 
 def test_lora_answers_held_out_facts(notebook_metrics):
     assert notebook_metrics("03")["methods"]["lora"]["exact_match"] >= 0.5
+
+
+def test_lora_matches_full_fine_tuning_on_held_out_facts(notebook_metrics):
+    m = notebook_metrics("03")["methods"]
+    assert abs(m["lora"]["exact_match"] - m["full"]["exact_match"]) <= 0.1
