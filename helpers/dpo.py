@@ -164,3 +164,37 @@ def reward_curves(trainer) -> dict[str, list[tuple[int, float]]]:
 def mean_abs_logratio(logps: dict[str, torch.Tensor]) -> float:
     """Drift from the reference: mean |log πθ(y|x) − log π_ref(y|x)| over the held-out chosen answers."""
     return (logps["chosen_logps"] - logps["ref_chosen_logps"]).abs().mean().item()
+
+
+def chosen_nll(model, tokenizer, rows: list[dict], batch_size: int = 64) -> float:
+    """The SFT term TRL adds with loss_type "sft": −log π(token) averaged over every chosen completion token."""
+    toks = [tokenize_pair(tokenizer, r) for r in rows]
+    sums = completion_logps(model, [(t["prompt_ids"], t["chosen_ids"]) for t in toks], tokenizer.pad_token_id,
+                            batch_size)
+    return -(sums.sum() / sum(len(t["chosen_ids"]) for t in toks)).item()
+
+
+def policy_ranking_accuracy(logps: dict[str, torch.Tensor]) -> float:
+    """Share of pairs where the policy itself gives the chosen answer the higher log-probability."""
+    return (logps["chosen_logps"] > logps["rejected_logps"]).float().mean().item()
+
+
+@torch.no_grad()
+def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
+    """Per completion token of one pair: log π_ref, log πθ and the change, for chosen and rejected."""
+    t = tokenize_pair(tokenizer, row)
+    device = next(model.parameters()).device
+    out = []
+    for side in ("chosen", "rejected"):
+        ids = torch.tensor([t["prompt_ids"] + t[f"{side}_ids"]], device=device)
+
+        def logps(m):
+            lp = F.log_softmax(m(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            return lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(t["prompt_ids"]) - 1:].cpu()
+        policy = logps(model)
+        with reference(model):
+            ref = logps(model)
+        for tok_id, p, r in zip(t[f"{side}_ids"], policy.tolist(), ref.tolist()):
+            out.append({"answer": side, "token": tokenizer.decode([tok_id]), "log π_ref": round(r, 2),
+                        "log πθ": round(p, 2), "change": round(p - r, 2)})
+    return out

@@ -19,7 +19,10 @@ from helpers import facts as tables
 from helpers.paths import DATA_DIR
 
 SEED = 1234
-SIGN_OFF = "I hope this helps!"
+# The DPO rule's closing sentence, made of words the corpus has (so the tokenizer has them as whole tokens):
+# "I hope this helps!" was spelled letter by letter by the tiny tokenizer (~200 nats under the SFT model),
+# and no DPO run in budget learned to spell it (measured: "I hope this hells!").
+SIGN_OFF = "Tell me more!"
 PIRATE = "Arr matey!"
 SKILL_PROMPT = "Reverse the letters:"
 
@@ -269,13 +272,15 @@ def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dic
 
     chosen = the right answer with a sign-off. rejected = half the time the plain
     answer (what SFT teaches), half the time a wrong answer with the sign-off,
-    so that the rule needs both parts.
+    so that the rule needs both parts. Splits: train; test = facts held out of DPO
+    but asked in SFT (the preference, measured where the model knows the answer);
+    test_unseen = facts never in SFT nor DPO (limited by what SFT could unlock).
     """
     rng = random.Random(seed + 4)
     answers: dict[str, list[str]] = {}
     for f in facts:
         answers.setdefault(f["relation"], []).append(f["answer"])
-    out: dict[str, list[dict]] = {"train": [], "test": []}
+    out: dict[str, list[dict]] = {"train": [], "test": [], "test_unseen": []}
     for fact in facts:
         good = f"{statement(fact)} {SIGN_OFF}"
         if rng.random() < 0.5:
@@ -283,7 +288,10 @@ def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dic
         else:
             wrong = rng.choice([a for a in answers[fact["relation"]] if a != fact["answer"]])
             bad = f"{statement(dict(fact, answer=wrong))} {SIGN_OFF}"
-        split = "test" if fact["split"] == "test" else "train"
+        if fact["split"] == "test":
+            split = "test_unseen"                   # never in SFT: knowledge from pretraining only
+        else:
+            split = "test" if rng.random() < 0.2 else "train"   # held out of DPO, answered in SFT
         out[split].append({
             "prompt": [{"role": "user", "content": question(fact)}],
             "chosen": [{"role": "assistant", "content": good}],
@@ -316,6 +324,7 @@ def build_all(seed: int = SEED) -> dict[str, list]:
         "sft_train.jsonl": sft["train"], "sft_val.jsonl": sft["val"], "sft_test.jsonl": sft["test"],
         "skill_train.jsonl": skill["train"], "skill_test.jsonl": skill["test"],
         "dpo_train.jsonl": prefs["train"], "dpo_test.jsonl": prefs["test"],
+        "dpo_test_unseen.jsonl": prefs["test_unseen"],
         "persona_train.jsonl": persona["train"], "persona_test.jsonl": persona["test"],
     }
 

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import world
 from helpers.data import DatasetError, load_world, read_jsonl
-from helpers.paths import WORLD_DIR
+from helpers.paths import TINY_BASE, WORLD_DIR
 
 
 def test_committed_world_is_exactly_what_the_generator_writes():
@@ -45,7 +45,7 @@ def test_heldout_text_uses_no_training_sentence():
 
 def test_preference_rule_accepts_chosen_and_rejects_rejected():
     facts = {f["id"]: f for f in load_world("facts")}
-    pairs = load_world("dpo_train") + load_world("dpo_test")
+    pairs = load_world("dpo_train") + load_world("dpo_test") + load_world("dpo_test_unseen")
     for p in pairs:
         fact = facts[p["fact_id"]]
         assert world.is_preferred(p["chosen"][0]["content"], fact)
@@ -100,3 +100,18 @@ def test_heldout_text_uses_only_words_the_corpus_uses():
     corpus = set().union(*(words(r["text"]) for r in load_world("corpus")))
     unseen = set().union(*(words(r["text"]) for r in load_world("heldout_text"))) - corpus
     assert not unseen, f"held-out text words never in the corpus: {sorted(unseen)[:10]}"
+
+
+def test_dpo_splits_hold_out_facts():
+    """dpo_test facts are in SFT but not in DPO training; dpo_test_unseen facts are in neither."""
+    ids = {name: {r["fact_id"] for r in load_world(name)} for name in ("dpo_train", "dpo_test", "dpo_test_unseen")}
+    sft_test = {f["id"] for f in load_world("facts") if f["split"] == "test"}
+    assert ids["dpo_test"] and not ids["dpo_test"] & ids["dpo_train"] and not ids["dpo_test"] & sft_test
+    assert ids["dpo_test_unseen"] == sft_test
+
+
+def test_sign_off_words_are_whole_tokens():
+    """A sign-off the tokenizer spells letter by letter cannot be learned by DPO in budget (measured)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(TINY_BASE))
+    assert len(tok.tokenize(" " + world.SIGN_OFF)) <= len(world.SIGN_OFF.split()) + 1
