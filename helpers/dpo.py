@@ -198,3 +198,9 @@ def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
             out.append({"answer": side, "token": tokenizer.decode([tok_id]), "log π_ref": round(r, 2),
                         "log πθ": round(p, 2), "change": round(p - r, 2)})
     return out
+
+
+# Notebook 05's recipe (its parameter defaults), for notebooks that need its DPO model (06's alignment tax):
+# make_dpo_trainer(merged_sft_model, tok, rows, output_dir=..., peft_config=standard_lora(), **DPO_RECIPE)
+DPO_RECIPE = {"beta": 0.1, "learning_rate": 3e-3, "num_train_epochs": 3, "loss_type": ["sigmoid", "sft"],
+              "loss_weights": [1.0, 1.0], "per_device_train_batch_size": 16}
