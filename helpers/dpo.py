@@ -44,6 +44,12 @@ def tokenize_pair(tokenizer, row: dict) -> dict[str, list[int]]:
     return {"prompt_ids": prompt[:cut], "chosen_ids": full["chosen"][cut:], "rejected_ids": full["rejected"][cut:]}
 
 
+def token_logps(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(token t | tokens before t) for t = 1..T-1 of each row: shape (batch, T - 1)."""
+    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(2)
+
+
 @torch.no_grad()
 def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]], pad_id: int,
                      batch_size: int = 64) -> torch.Tensor:
@@ -62,9 +68,7 @@ def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]]
             attn[j, :len(s)] = 1
             comp[j, len(p):len(s)] = True
         ids, attn, comp = ids.to(device), attn.to(device), comp.to(device)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(2)
-        out.append((token_logps * comp[:, 1:]).sum(dim=1).cpu())
+        out.append((token_logps(model, ids, attn) * comp[:, 1:]).sum(dim=1).cpu())
     return torch.cat(out)
 
 
@@ -187,13 +191,10 @@ def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
     out = []
     for side in ("chosen", "rejected"):
         ids = torch.tensor([t["prompt_ids"] + t[f"{side}_ids"]], device=device)
-
-        def logps(m):
-            lp = F.log_softmax(m(input_ids=ids).logits[0, :-1].float(), dim=-1)
-            return lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(t["prompt_ids"]) - 1:].cpu()
-        policy = logps(model)
+        start = len(t["prompt_ids"]) - 1                 # the first completion token's prediction
+        policy = token_logps(model, ids)[0, start:].cpu()
         with reference(model):
-            ref = logps(model)
+            ref = token_logps(model, ids)[0, start:].cpu()
         for tok_id, p, r in zip(t[f"{side}_ids"], policy.tolist(), ref.tolist()):
             out.append({"answer": side, "token": tokenizer.decode([tok_id]), "log π_ref": round(r, 2),
                         "log πθ": round(p, 2), "change": round(p - r, 2)})

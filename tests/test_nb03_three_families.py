@@ -1,4 +1,4 @@
-"""Notebook 03: full fine-tuning, LoRA and prompt tuning on the same SFT task."""
+"""Notebook 03: full fine-tuning, LoRA, prompt tuning and IA3 on the same SFT task."""
 
 METHODS = ("full", "lora", "prompt_tuning", "ia3")
 FIELDS = ("trainable_params", "peak_memory_bytes", "seconds", "exact_match", "checkpoint_bytes")
