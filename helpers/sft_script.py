@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         {"rank": rank, "world_size": world, "steps": trainer.state.global_step, "losses": losses,
          "train_seconds": trainer.train_seconds}))
     trainer.save_model(str(args.output_dir / "adapter"))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Tear the gloo/NCCL process group down while Python is alive: left to interpreter shutdown, gloo's
+        # worker threads can abort the process (SIGABRT, exit code -6), which we saw once in CI on 2 cores.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
