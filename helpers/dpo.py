@@ -201,6 +201,36 @@ def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
     return out
 
 
+@torch.no_grad()
+def margin_parts(model, tokenizer, rows: list[dict]) -> list[dict]:
+    """Split each pair's implicit-reward margin (in nats, before β) where chosen and rejected differ and where they agree.
+
+    Chosen and rejected completions share a prompt and often an ending (here " Tell me more!<|end|>"). For each pair:
+    `differing` = Σ change (log πθ − log π_ref) over chosen's own tokens − the same over rejected's own tokens;
+    `shared_end` = the same difference over the common ending, whose tokens are equal but follow different words.
+    margin / β = differing + shared_end.
+    """
+    device = next(model.parameters()).device
+    out = []
+    for row in rows:
+        t = tokenize_pair(tokenizer, row)
+        c, r = t["chosen_ids"], t["rejected_ids"]
+        shared = 0
+        while shared < min(len(c), len(r)) - 1 and c[-1 - shared] == r[-1 - shared]:
+            shared += 1
+        change = {}
+        for side, ids in (("chosen", c), ("rejected", r)):
+            x = torch.tensor([t["prompt_ids"] + ids], device=device)
+            start = len(t["prompt_ids"]) - 1
+            policy = token_logps(model, x)[0, start:]
+            with reference(model):
+                delta = (policy - token_logps(model, x)[0, start:]).cpu()
+            change[side] = (delta[:len(ids) - shared].sum().item(), delta[len(ids) - shared:].sum().item())
+        out.append({"differing": change["chosen"][0] - change["rejected"][0],
+                    "shared_end": change["chosen"][1] - change["rejected"][1]})
+    return out
+
+
 # The course's DPO recipe on the tiny world (tuned by measurement in notebook 05; 06 reuses it for the alignment tax):
 # make_dpo_trainer(merged_sft_model, tok, rows, output_dir=..., peft_config=standard_lora(), **DPO_RECIPE)
 DPO_RECIPE = {"beta": 0.1, "learning_rate": 3e-3, "num_train_epochs": 3, "loss_type": ["sigmoid", "sft"],

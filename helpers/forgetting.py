@@ -7,6 +7,7 @@ configs and the calls.
 """
 from __future__ import annotations
 
+import copy
 import random
 
 import torch
@@ -96,11 +97,13 @@ class MeasureEvery(TrainerCallback):
 
 
 def run_variant(name: str, model_path: str, world: dict, train_rows: list[dict], before: dict, *,
-                output_dir: str, peft_config=None, prepare=None, callbacks=None, **train_overrides) -> dict:
+                output_dir: str, peft_config=None, prepare=None, callbacks=None, return_model: bool = False,
+                **train_overrides):
     """Fine-tune a fresh copy of the base model one way and measure it with the two rulers.
 
     prepare(model): optional change before training (freeze layers, add the L2 pull).
-    before: the base model's rulers (same for every run). Returns one row of the results table.
+    before: the base model's rulers (same for every run). Returns one row of the results table, and
+    with return_model=True also the trained model: (row, model).
     """
     model, tokenizer = load_model(model_path)
     if prepare is not None:
@@ -109,9 +112,47 @@ def run_variant(name: str, model_path: str, world: dict, train_rows: list[dict],
                         peft_config=peft_config, callbacks=callbacks, **train_overrides)
     after = rulers(trainer.model, tokenizer, world)
     trainable, total = trainable_parameters(trainer.model)
-    return {"name": name, "skill_before": before["skill_accuracy"], "skill_accuracy": after["skill_accuracy"],
+    row = {"name": name, "skill_before": before["skill_accuracy"], "skill_accuracy": after["skill_accuracy"],
             "fact_probe_before": before["fact_probe"], "fact_probe_after": after["fact_probe"],
             "fact_drop": before["fact_probe"] - after["fact_probe"],
             "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
             "perplexity_rise": after["perplexity"] - before["perplexity"],
             "trainable": trainable, "train_seconds": round(trainer.train_seconds, 1)}
+    return (row, trainer.model) if return_model else row
+
+
+# Parts of a Llama-style block, by the substrings of their weight names: where an update went.
+PARTS = {"attention q, k": ("q_proj", "k_proj"), "attention v, o": ("v_proj", "o_proj"),
+         "MLP": ("gate_proj", "up_proj", "down_proj"), "embeddings, LM head": ("embed_tokens", "lm_head")}
+
+
+def plain_weights(model) -> dict[str, torch.Tensor]:
+    """The model's weights as a plain (non-peft) state dict: a LoRA model's ΔW = B·A merged into a copy."""
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _in_part(key: str, names) -> bool:
+    return key.endswith(".weight") and any(n in key for n in names)
+
+
+def relative_change(tuned: dict, start: dict, parts: dict = PARTS) -> dict[str, float]:
+    """Per part: ||W_tuned − W_start|| / ||W_start|| (Frobenius, over all the part's weight matrices)."""
+    out = {}
+    for part, names in parts.items():
+        keys = [k for k in start if _in_part(k, names)]
+        if not keys:
+            raise ValueError(f"no weight of {part} ({', '.join(names)}) in this model; parts are matched by name")
+        num = sum(((tuned[k] - start[k]) ** 2).sum().item() for k in keys)
+        out[part] = (num / sum((start[k] ** 2).sum().item() for k in keys)) ** 0.5
+    return out
+
+
+@torch.no_grad()
+def revert_part(model_path: str, tuned: dict, start: dict, names) -> torch.nn.Module:
+    """A fresh model with the tuned weights, except the part named by `names`, which is put back to `start`."""
+    model, _ = load_model(model_path)
+    weights = {k: (start[k] if _in_part(k, names) else v) for k, v in tuned.items()}
+    model.load_state_dict(weights)
+    return model.eval()

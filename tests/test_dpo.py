@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from helpers.base_model import train_tokenizer
-from helpers.dpo import (LN2, completion_logps, dpo_loss, implicit_reward_accuracy, make_dpo_trainer,
+from helpers.dpo import (LN2, completion_logps, dpo_loss, implicit_reward_accuracy, make_dpo_trainer, margin_parts,
                          pair_logps, policy_and_reference_logps, tokenize_pair, trl_batch_loss)
 from helpers.training import standard_lora
 
@@ -83,3 +83,19 @@ def test_hand_loss_equals_trl_loss(model, tokenizer, tmp_path):
     assert 0.0 <= implicit_reward_accuracy(logps, 0.1) <= 1.0
     c, _ = pair_logps(trainer.model, tokenizer, ROWS)
     assert torch.allclose(c, logps["chosen_logps"])
+
+
+def test_margin_parts_add_up_to_the_implicit_reward_margin(model, tokenizer):
+    from peft import get_peft_model
+    peft_model = get_peft_model(model, standard_lora(r=4))
+    torch.manual_seed(1)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)          # policy != reference
+    rows = ROWS + [dict(ROWS[0], rejected=[{"role": "assistant", "content": "The capital of France is Lima. I hope this helps!"}])]
+    lp = policy_and_reference_logps(peft_model, tokenizer, rows)
+    margins = (lp["chosen_logps"] - lp["ref_chosen_logps"]) - (lp["rejected_logps"] - lp["ref_rejected_logps"])
+    parts = margin_parts(peft_model, tokenizer, rows)
+    for m, part in zip(margins.tolist(), parts):
+        assert abs(part["differing"] + part["shared_end"] - m) < 1e-3
+    assert parts[-1]["shared_end"] != 0.0                # the wrong-answer pair shares " I hope this helps!<end>"
