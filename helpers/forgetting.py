@@ -149,6 +149,12 @@ def relative_change(tuned: dict, start: dict, parts: dict = PARTS) -> dict[str, 
     return out
 
 
+def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
+    """The fewest singular directions of a weight update that hold `energy` of its squared norm."""
+    s2 = torch.linalg.svdvals(delta.float()) ** 2
+    return int((s2.cumsum(0) / s2.sum() < energy).sum().item()) + 1
+
+
 @torch.no_grad()
 def revert_part(model_path: str, tuned: dict, start: dict, names) -> torch.nn.Module:
     """A fresh model with the tuned weights, except the part named by `names`, which is put back to `start`."""

@@ -4,8 +4,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from helpers.base_model import train_tokenizer
-from helpers.forgetting import (MeasureEvery, freeze_all_but_last, l2_pull_to_start, mix_replay, replay_rows,
-                                rulers)
+from helpers.forgetting import (PARTS, MeasureEvery, effective_rank, freeze_all_but_last, l2_pull_to_start, mix_replay,
+                                plain_weights, relative_change, replay_rows, rulers)
 from helpers.training import train_sft
 from helpers.world import chat
 
@@ -78,3 +78,26 @@ def test_rulers_and_measure_every_on_a_short_run(tokenizer, tmp_path):
     assert [h["step"] for h in probe.history] == [2, 4]
     assert not torch.equal(model.model.layers[1].mlp.up_proj.weight, start)
     assert torch.equal(model.model.layers[0].mlp.up_proj.weight, frozen)
+
+
+def test_effective_rank_counts_the_directions_that_hold_the_energy():
+    torch.manual_seed(0)
+    u, v = torch.linalg.qr(torch.randn(16, 16))[0], torch.linalg.qr(torch.randn(16, 16))[0]
+    delta = u[:, :3] @ torch.diag(torch.tensor([3.0, 2.0, 1.0])) @ v[:, :3].T
+    assert effective_rank(delta, 0.9) == 2 and effective_rank(delta, 0.99) == 3
+
+
+def test_relative_change_and_plain_weights_of_a_lora_model(tokenizer):
+    from peft import get_peft_model
+    from helpers.training import standard_lora
+    model = tiny_llama(tokenizer)
+    start = plain_weights(model)
+    peft_model = get_peft_model(model, standard_lora(r=2, target_modules=["v_proj"]))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    change = relative_change(plain_weights(peft_model), start)
+    assert set(change) == set(PARTS) and change["attention v, o"] > 0
+    assert change["attention q, k"] == change["MLP"] == change["embeddings, LM head"] == 0.0
+    with pytest.raises(ValueError, match="no weight of"):
+        relative_change(start, start, {"conv": ("conv1d",)})
