@@ -184,24 +184,31 @@ def policy_ranking_accuracy(logps: dict[str, torch.Tensor]) -> float:
 
 
 @torch.no_grad()
-def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
-    """Per completion token of one pair: log π_ref, log πθ and the change, for chosen and rejected."""
+def completion_changes(model, tokenizer, row: dict) -> dict[str, tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Per side ("chosen", "rejected"): (completion ids, log πθ per completion token, log π_ref per completion token)."""
     t = tokenize_pair(tokenizer, row)
     device = next(model.parameters()).device
-    out = []
+    out = {}
     for side in ("chosen", "rejected"):
         ids = torch.tensor([t["prompt_ids"] + t[f"{side}_ids"]], device=device)
         start = len(t["prompt_ids"]) - 1                 # the first completion token's prediction
         policy = token_logps(model, ids)[0, start:].cpu()
         with reference(model):
             ref = token_logps(model, ids)[0, start:].cpu()
-        for tok_id, p, r in zip(t[f"{side}_ids"], policy.tolist(), ref.tolist()):
+        out[side] = (t[f"{side}_ids"], policy, ref)
+    return out
+
+
+def token_logps_table(model, tokenizer, row: dict) -> list[dict]:
+    """Per completion token of one pair: log π_ref, log πθ and the change, for chosen and rejected."""
+    out = []
+    for side, (ids, policy, ref) in completion_changes(model, tokenizer, row).items():
+        for tok_id, p, r in zip(ids, policy.tolist(), ref.tolist()):
             out.append({"answer": side, "token": tokenizer.decode([tok_id]), "log π_ref": round(r, 2),
                         "log πθ": round(p, 2), "change": round(p - r, 2)})
     return out
 
 
-@torch.no_grad()
 def margin_parts(model, tokenizer, rows: list[dict]) -> list[dict]:
     """Split each pair's implicit-reward margin (in nats, before β) where chosen and rejected differ and where they agree.
 
@@ -210,21 +217,16 @@ def margin_parts(model, tokenizer, rows: list[dict]) -> list[dict]:
     `shared_end` = the same difference over the common ending, whose tokens are equal but follow different words.
     margin / β = differing + shared_end.
     """
-    device = next(model.parameters()).device
     out = []
     for row in rows:
-        t = tokenize_pair(tokenizer, row)
-        c, r = t["chosen_ids"], t["rejected_ids"]
+        sides = completion_changes(model, tokenizer, row)
+        c, r = sides["chosen"][0], sides["rejected"][0]
         shared = 0
         while shared < min(len(c), len(r)) - 1 and c[-1 - shared] == r[-1 - shared]:
             shared += 1
         change = {}
-        for side, ids in (("chosen", c), ("rejected", r)):
-            x = torch.tensor([t["prompt_ids"] + ids], device=device)
-            start = len(t["prompt_ids"]) - 1
-            policy = token_logps(model, x)[0, start:]
-            with reference(model):
-                delta = (policy - token_logps(model, x)[0, start:]).cpu()
+        for side, (ids, policy, ref) in sides.items():
+            delta = policy - ref
             change[side] = (delta[:len(ids) - shared].sum().item(), delta[len(ids) - shared:].sum().item())
         out.append({"differing": change["chosen"][0] - change["rejected"][0],
                     "shared_end": change["chosen"][1] - change["rejected"][1]})

@@ -155,6 +155,12 @@ def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
     return int((s2.cumsum(0) / s2.sum() < energy).sum().item()) + 1
 
 
+def median_update_rank(tuned: dict, start: dict, names, energy: float = 0.9) -> int:
+    """The median effective_rank of the update over the weight matrices of one part."""
+    ranks = sorted(effective_rank(tuned[k] - start[k], energy) for k in start if _in_part(k, names) and start[k].dim() == 2)
+    return ranks[len(ranks) // 2]
+
+
 @torch.no_grad()
 def revert_part(model_path: str, tuned: dict, start: dict, names) -> torch.nn.Module:
     """A fresh model with the tuned weights, except the part named by `names`, which is put back to `start`."""
