@@ -113,11 +113,11 @@ def run_variant(name: str, model_path: str, world: dict, train_rows: list[dict],
     after = rulers(trainer.model, tokenizer, world)
     trainable, total = trainable_parameters(trainer.model)
     row = {"name": name, "skill_before": before["skill_accuracy"], "skill_accuracy": after["skill_accuracy"],
-            "fact_probe_before": before["fact_probe"], "fact_probe_after": after["fact_probe"],
-            "fact_drop": before["fact_probe"] - after["fact_probe"],
-            "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
-            "perplexity_rise": after["perplexity"] - before["perplexity"],
-            "trainable": trainable, "train_seconds": round(trainer.train_seconds, 1)}
+           "fact_probe_before": before["fact_probe"], "fact_probe_after": after["fact_probe"],
+           "fact_drop": before["fact_probe"] - after["fact_probe"],
+           "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
+           "perplexity_rise": after["perplexity"] - before["perplexity"],
+           "trainable": trainable, "train_seconds": round(trainer.train_seconds, 1)}
     return (row, trainer.model) if return_model else row
 
 
@@ -157,7 +157,8 @@ def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
 
 def median_update_rank(tuned: dict, start: dict, names, energy: float = 0.9) -> int:
     """The median effective_rank of the update over the weight matrices of one part."""
-    ranks = sorted(effective_rank(tuned[k] - start[k], energy) for k in start if _in_part(k, names) and start[k].dim() == 2)
+    ranks = sorted(effective_rank(tuned[k] - start[k], energy)
+                   for k in start if _in_part(k, names) and start[k].dim() == 2)
     return ranks[len(ranks) // 2]
 
 
