@@ -113,6 +113,32 @@ def policy_and_reference_logps(model, tokenizer, rows: list[dict], batch_size: i
             "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
 
 
+class _Sharpened(torch.nn.Module):
+    """A causal LM whose logits are divided by a temperature (below 1: sharper, the likely tokens more likely)."""
+
+    def __init__(self, model, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, **inputs):
+        out = self.model(**inputs)
+        out.logits = out.logits / self.temperature
+        return out
+
+
+def sharpened_reference_logps(model, tokenizer, rows: list[dict], temperature: float,
+                              batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Like policy_and_reference_logps, for a policy that only sharpens the reference: π_ref at this temperature.
+
+    It knows nothing the reference does not: its implicit reward ranks a pair right when the reference already
+    prefers the chosen tokens, i.e. what DPO would get if it generalized "be surer of what you believe".
+    """
+    with reference(model):
+        ref_c, ref_r = pair_logps(model, tokenizer, rows, batch_size)
+        sharp_c, sharp_r = pair_logps(_Sharpened(model, temperature), tokenizer, rows, batch_size)
+    return {"chosen_logps": sharp_c, "rejected_logps": sharp_r, "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
+
+
 def implicit_reward_accuracy(logps: dict[str, torch.Tensor], beta: float) -> float:
     """Share of pairs where β·(logratio chosen − logratio rejected) > 0."""
     return dpo_loss(**logps, beta=beta)["rewards/accuracies"].item()
@@ -230,6 +256,18 @@ def margin_parts(model, tokenizer, rows: list[dict]) -> list[dict]:
             change[side] = (delta[:len(ids) - shared].sum().item(), delta[len(ids) - shared:].sum().item())
         out.append({"differing": change["chosen"][0] - change["rejected"][0],
                     "shared_end": change["chosen"][1] - change["rejected"][1]})
+    return out
+
+
+def summarize_margin_parts(parts: list[dict], kinds: list[str]) -> dict[str, dict]:
+    """Per kind of pair: how many, how many misranked (margin <= 0), and the mean size of margin_parts' two parts."""
+    out = {}
+    for kind in dict.fromkeys(kinds):
+        ps = [p for p, k in zip(parts, kinds) if k == kind]
+        out[kind] = {"pairs": len(ps), "misranked": sum(p["differing"] + p["shared_end"] <= 0 for p in ps),
+                     "mean differing part": sum(p["differing"] for p in ps) / len(ps),
+                     "mean |differing part|": sum(abs(p["differing"]) for p in ps) / len(ps),
+                     "mean |shared ending part|": sum(abs(p["shared_end"]) for p in ps) / len(ps)}
     return out
 
 

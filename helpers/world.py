@@ -267,6 +267,11 @@ def is_preferred(response: str, fact: dict) -> bool:
     return " ".join(response.split()).lower() == expected.lower()
 
 
+def rejected_kind(row: dict) -> str:
+    """Which of the world's two kinds of rejected answer a preference pair has."""
+    return "wrong answer + sign-off" if row["rejected"][0]["content"].endswith(SIGN_OFF) else "plain right answer"
+
+
 def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dict]]:
     """DPO pairs in TRL's conversational layout: prompt, chosen, rejected.
 

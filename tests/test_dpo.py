@@ -7,7 +7,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from helpers.base_model import train_tokenizer
 from helpers.dpo import (LN2, completion_logps, dpo_loss, implicit_reward_accuracy, make_dpo_trainer, margin_parts,
-                         pair_logps, policy_and_reference_logps, tokenize_pair, trl_batch_loss)
+                         pair_logps, policy_and_reference_logps, sharpened_reference_logps, tokenize_pair,
+                         trl_batch_loss)
 from helpers.training import standard_lora
 
 ROWS = [{"prompt": [{"role": "user", "content": f"What is the capital of {c}?"}],
@@ -99,3 +100,19 @@ def test_margin_parts_add_up_to_the_implicit_reward_margin(model, tokenizer):
     for m, part in zip(margins.tolist(), parts):
         assert abs(part["differing"] + part["shared_end"] - m) < 1e-3
     assert parts[-1]["shared_end"] != 0.0                # the wrong-answer pair shares " I hope this helps!<end>"
+
+
+def test_sharpened_reference_at_temperature_1_is_the_reference(model, tokenizer):
+    logps = sharpened_reference_logps(model, tokenizer, ROWS, temperature=1.0)
+    assert torch.allclose(logps["chosen_logps"], logps["ref_chosen_logps"])
+    assert torch.allclose(logps["rejected_logps"], logps["ref_rejected_logps"])
+
+
+def test_sharpened_reference_divides_the_logits_by_the_temperature(model, tokenizer):
+    sharp = sharpened_reference_logps(model, tokenizer, ROWS[:1], temperature=0.5)
+    t = tokenize_pair(tokenizer, ROWS[0])
+    ids = torch.tensor([t["prompt_ids"] + t["chosen_ids"]])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1] / 0.5, dim=-1)
+    by_hand = logps[torch.arange(ids.shape[1] - 1), ids[0, 1:]][len(t["prompt_ids"]) - 1:].sum()
+    assert torch.allclose(sharp["chosen_logps"][0], by_hand, atol=1e-5)
