@@ -1,7 +1,7 @@
 """Many LoRA adapters on one base model: train one per task, score every task, count the memory.
 
-Notebook 07 shows the peft calls that teach (load_adapter, set_adapter, disable_adapter,
-add_weighted_adapter, merge_and_unload); this module holds the plumbing around them.
+Notebook 07 shows the peft calls that teach (load_adapter, set_adapter, disable_adapter, the routed
+generate call, add_weighted_adapter, merge_and_unload); this module holds the plumbing around them.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from helpers.base_model import load_model
 from helpers.env import seed_everything
 from helpers.memory import tensor_bytes
 from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, skill_accuracy
+from helpers.models import load_model
 from helpers.training import train_sft
 from helpers.world import PIRATE
 
@@ -62,17 +62,6 @@ def task_scores(model, tokenizer, test_sets: dict[str, list[dict]], facts_by_id:
                "skill": lambda rows: skill_accuracy(model, tokenizer, rows),
                "persona": lambda rows: persona_rate(model, tokenizer, rows, facts_by_id)}
     return {task: scorers[task](rows) for task, rows in test_sets.items()}
-
-
-@torch.no_grad()
-def routed_replies(peft_model, tokenizer, rows: list[dict], adapter_names: list[str], max_new_tokens: int = 32) -> list[str]:
-    """One mixed batch, each row answered by its own adapter (peft's `adapter_names`; "__base__" = no adapter)."""
-    tokenizer.padding_side = "left"
-    enc = tokenizer(chat_prompts(tokenizer, rows), return_tensors="pt", padding=True,
-                    add_special_tokens=False).to(next(peft_model.parameters()).device)
-    out = peft_model.generate(**enc, adapter_names=adapter_names, max_new_tokens=max_new_tokens, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return [r.strip() for r in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 
 def adapter_bytes(peft_model, adapter_name: str) -> int:

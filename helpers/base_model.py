@@ -6,7 +6,7 @@ Face layout under data/tiny-base, so that
 
     AutoModelForCausalLM.from_pretrained("data/tiny-base")
 
-is the same call a learner makes with a hub id. `load_model` does that for any id or path.
+is the same call a learner makes with a hub id (`helpers.models.load_model` does that for any id or path).
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from helpers.data import load_world
-from helpers.env import pick_device, pick_dtype, seed_everything
-from helpers.paths import TINY_BASE, resolve
+from helpers.env import seed_everything
+from helpers.models import count_parameters, load_model
+from helpers.paths import TINY_BASE
 
 SPECIAL_TOKENS = ["<pad>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -142,36 +143,6 @@ def pretrain(cfg: PretrainConfig, tokenizer, texts: list[str], log_every: int = 
     log = {"losses": losses, "tokens_seen": tokens_seen, "epochs": epoch,
            "seconds": round(time.time() - start, 1), "config": asdict(cfg)}
     return model, log
-
-
-def load_model(name_or_path: str | Path = TINY_BASE, *, device: str | None = None, dtype=None, **kwargs):
-    """Model and tokenizer from a hub id or a local folder, the safe way (safetensors, no remote code).
-
-    On a GPU the dtype follows the card (bf16 where supported, fp16 on a T4); on CPU fp32.
-    Extra keyword arguments go to `from_pretrained` (for example `quantization_config`).
-    """
-    device = device or pick_device()
-    dtype = dtype or pick_dtype(device)
-    name_or_path = resolve(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
-    if tokenizer.pad_token is None:  # many hub models have none; generation and batching need one
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
-                                                 trust_remote_code=False, **kwargs)
-    if "quantization_config" not in kwargs and "device_map" not in kwargs:
-        model.to(device)
-    model.eval()
-    return model, tokenizer
-
-
-def count_parameters(model, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def folder_bytes(path: str | Path) -> int:
-    """Bytes on disk of every file under a folder (a checkpoint's size)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 MODEL_CARD = """---

@@ -2,22 +2,40 @@
 
     python -m helpers.course                  # every notebook, executed copies in outputs/course
     python -m helpers.course --only 00 02     # some of them
+    python -m helpers.course --real           # on SmolLM2-135M-Instruct and real data, at a small budget
     python -m helpers.course --inplace        # refresh the committed notebooks' outputs
     python -m helpers.course --sync           # rewrite badges and setup cells from helpers.paths.REPO
+    python -m helpers.course --html           # render the executed copies to HTML, to read as a learner does
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import time
 from pathlib import Path
 
+from helpers.env import BATCH_ENV
 from helpers.paths import NOTEBOOKS_DIR, REPO_URL, ROOT, colab_badge
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+# The kernel's environment: offline, quiet progress bars, and matplotlib's inline backend (no MPLBACKEND),
+# so that every figure is stored in the executed notebook.
+KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+              "TOKENIZERS_PARALLELISM": "false", BATCH_ENV: "1"}
+
+# The real model and real data every notebook also runs on (tests/test_real_model.py, `--real`, the benchmark).
+REAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+REAL_CHAT_DATA = "data/real/alpaca_5000.json"
+REAL_PREFERENCE_DATA = "data/real/hh_rlhf_harmless_test.jsonl.gz"
+# Per notebook: the parameters of a run on the real model at a small budget (CI) and at a realistic one (benchmark).
+REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {"smoke": {}, "benchmark": {}}
+
+
+def real_model_parameters(prefix: str, budget: str = "smoke") -> dict:
+    """papermill parameters that run notebook `prefix` on the real model at the given budget."""
+    return {"model": REAL_MODEL, **REAL_MODEL_RUNS[budget].get(prefix, {})}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -27,35 +45,58 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def run_notebook(notebook: Path, out_dir: Path, parameters: dict | None = None,
-                 output_notebook: Path | None = None) -> tuple[dict, float]:
-    """Execute one notebook with papermill in out_dir; returns (its metrics JSON, seconds).
+@contextlib.contextmanager
+def kernel_environment():
+    """os.environ as the notebook kernels should inherit it, restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.update(KERNEL_ENV)
+    os.environ.pop("MPLBACKEND", None)  # Agg would draw nothing into the notebook
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
-    The notebook writes its metrics to out_dir/metrics.json and anything else under out_dir.
+
+def execute(notebook: Path, output: Path, parameters: dict | None = None, live: bool = False) -> float:
+    """Run a notebook top to bottom with papermill; returns the seconds it took.
+
+    live: show which cell of how many is running and the elapsed time (the course command does).
     """
     import papermill as pm
 
-    os.environ.update(OFFLINE_ENV)
+    progress = {"desc": notebook.stem, "unit": "cell", "leave": False} if live else False
+    start = time.perf_counter()
+    with kernel_environment():
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, cwd=str(NOTEBOOKS_DIR),
+                            kernel_name="python3", progress_bar=progress)
+    return time.perf_counter() - start
+
+
+def run_notebook(notebook: Path, out_dir: Path, parameters: dict | None = None, live: bool = False,
+                 output_notebook: Path | None = None) -> tuple[dict, float]:
+    """Execute one notebook in out_dir; returns (its metrics JSON, seconds).
+
+    The notebook writes its metrics to out_dir/metrics.json and anything else under out_dir.
+    """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     params = {"output_dir": str(out_dir), "metrics_path": str(metrics_path), **(parameters or {})}
-    start = time.perf_counter()
-    pm.execute_notebook(str(notebook), str(output_notebook or out_dir / notebook.name), parameters=params,
-                        cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False)
-    seconds = time.perf_counter() - start
+    seconds = execute(notebook, output_notebook or out_dir / notebook.name, params, live)
     return json.loads(metrics_path.read_text()), seconds
 
 
-def run_inplace(notebook: Path) -> float:
-    """Execute a notebook with its default parameters and save the outputs into the committed file."""
-    import papermill as pm
+DRAWS = re.compile(r"plt\.(show|subplots|figure)\(|\bfig\.|\bplot_[a-z_]+\(|\bbar\(|draw_[a-z_]+\(|\.plot\(")
 
-    os.environ.update(OFFLINE_ENV)
-    start = time.perf_counter()
-    pm.execute_notebook(str(notebook), str(notebook), cwd=str(NOTEBOOKS_DIR), kernel_name="python3",
-                        progress_bar=False)
-    return time.perf_counter() - start
+
+def blank_figures(notebook: Path) -> list[int]:
+    """Indexes of code cells that draw (by their source) but store no image: a reader would see nothing."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and DRAWS.search(c.source)
+            and not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
 
 
 def headline(metrics: dict) -> str:
@@ -69,15 +110,18 @@ SETUP_MARK = "# written by `python -m helpers.course --sync`"
 
 
 def setup_cell_source() -> str:
-    return f'''# Setup. On Colab: fetch the course and install its pinned requirements. Locally: nothing to do.
+    return f'''# Setup. On Colab: fetch the course, install only what Colab lacks, check the runtime. Locally: nothing.
 import os, subprocess, sys
 if "google.colab" in sys.modules and not os.path.exists("/content/course"):
     REPO_URL = "{REPO_URL}"  {SETUP_MARK}
     subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "/content/course"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "/content/course/requirements.txt"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r",
+                    "/content/course/requirements-colab.txt"], check=True)
 if "google.colab" in sys.modules:
     os.chdir("/content/course/notebooks")
-sys.path.insert(0, os.path.abspath(".."))  # makes `helpers` importable'''
+sys.path.insert(0, os.path.abspath(".."))  # makes `helpers` importable
+from helpers.colab import check_runtime
+check_runtime()  # on Colab: one line, ready or "restart the runtime" and why'''
 
 
 def sync(paths: list[Path] | None = None) -> list[Path]:
@@ -111,12 +155,25 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     return changed
 
 
+def to_html(notebook: Path, out_dir: Path) -> Path:
+    """The executed notebook as one HTML page (figures inlined), as GitHub or nbviewer would show it."""
+    from nbconvert import HTMLExporter
+    import nbformat
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    out = Path(out_dir) / f"{notebook.stem}.html"
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the course's notebooks with papermill.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "course")
+    parser.add_argument("--real", action="store_true", help="run on the real model and data at a small budget")
     parser.add_argument("--inplace", action="store_true", help="save outputs into the committed notebooks")
     parser.add_argument("--sync", action="store_true", help="rewrite badges and setup cells from helpers.paths.REPO")
+    parser.add_argument("--html", action="store_true", help="also render each executed notebook to HTML")
     args = parser.parse_args()
     if args.sync:
         for path in sync():
@@ -125,11 +182,14 @@ def main() -> None:
     rows, total = [], 0.0
     for nb in notebooks(args.only):
         print(f"running {nb.name} ...", flush=True)
+        parameters = real_model_parameters(nb.name[:2]) if args.real else None
+        out_dir = args.out / (f"{nb.stem}_real" if args.real else nb.stem)
         if args.inplace:
-            seconds = run_inplace(nb)
-            metrics = {}
+            seconds, metrics = execute(nb, nb, live=True), {}
         else:
-            metrics, seconds = run_notebook(nb, args.out / nb.stem)
+            metrics, seconds = run_notebook(nb, out_dir, parameters, live=True)
+            if args.html:
+                print(f"  html: {to_html(out_dir / nb.name, out_dir)}")
         total += seconds
         rows.append((nb.name, seconds, headline(metrics)))
         print(f"  {seconds:6.1f} s  {headline(metrics)}", flush=True)

@@ -5,6 +5,7 @@ Preference rows: {"prompt": [...messages], "chosen": [...messages], "rejected": 
 """
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Callable
@@ -74,7 +75,7 @@ CHECKS: dict[str, Callable[[dict, str], None]] = {
 
 def read_jsonl(path: str | Path, check: Callable[[dict, str], None] | None = None,
                with_lines: bool = False) -> list:
-    """Read a JSON-lines file; every row is parsed and checked, errors name the line.
+    """Read a JSON-lines file (.jsonl, or .jsonl.gz); every row is parsed and checked, errors name the line.
 
     with_lines=True returns (line number, row) pairs, for callers that check rows themselves.
     """
@@ -83,7 +84,8 @@ def read_jsonl(path: str | Path, check: Callable[[dict, str], None] | None = Non
         raise FileNotFoundError(f"{path} does not exist. Regenerate the tiny world with "
                                 "`python -m helpers.world`, or check the path.")
     rows = []
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -103,10 +105,3 @@ def load_world(name: str, world_dir: str | Path = WORLD_DIR) -> list[dict]:
     """Load one tiny-world file by short name ("sft_train", "probes", ...), validated."""
     check = next((c for prefix, c in CHECKS.items() if name.startswith(prefix)), None)
     return read_jsonl(Path(world_dir) / f"{name}.jsonl", check)
-
-
-def write_jsonl(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path

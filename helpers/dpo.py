@@ -1,9 +1,10 @@
-"""DPO plumbing: sequence log-probabilities, the DPO loss from its formula, TRL's DPOTrainer for short runs.
+"""DPO plumbing: pairs tokenized as TRL does, sequence log-probabilities under the policy and the reference,
+TRL's DPOTrainer with the course's settings, and the measures notebook 05 reads.
 
-The notebook shows the formula and the trainer call; this module holds the parts every
-preference notebook would repeat. Tokenization follows TRL 1.16's DPOTrainer: the prompt
-is the chat template with the generation prompt, the completion is what the full
-conversation adds after it (so the completion ends with the template's end-of-turn).
+The notebook writes the DPO loss from its formula (that is the lesson) and checks it against TRL;
+this module holds what every preference notebook would repeat. Tokenization follows TRL 1.16's
+DPOTrainer: the prompt is the chat template with the generation prompt, a completion is what
+prompt + answer adds after it (so it ends with the template's end-of-turn tokens).
 """
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 
-from helpers.training import Stopwatch, default_precision
+from helpers.env import batch_run
+from helpers.evaluation import chat_ids, common_prefix, completion_logps, token_logps
+from helpers.precision import choose_precision
+from helpers.training import Stopwatch, quiet
 
 LN2 = math.log(2)
+
+# One DPO recipe per model scale (course names; sft_weight > 0 adds the NLL term on the chosen answers).
+# "tiny": tuned by measurement in notebook 05. "real": LoRA DPO on a 100M-8B instruct model; peers use
+# 5e-6 to 5e-5 with LoRA.
+DPO_RECIPES = {
+    "tiny": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 16, "max_length": 128, "beta": 0.1,
+             "sft_weight": 1.0, "lora_r": 8},
+    "real": {"learning_rate": 5e-5, "epochs": 1, "batch_size": 8, "max_length": 384, "beta": 0.1,
+             "sft_weight": 0.0, "lora_r": 8},
+}
 
 
 def preference_dataset(rows: list[dict]) -> Dataset:
@@ -24,56 +37,29 @@ def preference_dataset(rows: list[dict]) -> Dataset:
     return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
 
-def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        add_generation_prompt=add_generation_prompt)
-    return list(out["input_ids"])
-
-
 def tokenize_pair(tokenizer, row: dict) -> dict[str, list[int]]:
     """prompt_ids, chosen_ids, rejected_ids the way TRL's DPOTrainer cuts them (common prefix = prompt)."""
-    prompt = _ids(tokenizer, row["prompt"], add_generation_prompt=True)
-    full = {k: _ids(tokenizer, row["prompt"] + row[k]) for k in ("chosen", "rejected")}
-
-    def common(a, b):
-        n = 0
-        while n < min(len(a), len(b)) and a[n] == b[n]:
-            n += 1
-        return n
-    cut = min(common(prompt, full["chosen"]), common(prompt, full["rejected"]))
+    prompt = chat_ids(tokenizer, row["prompt"], add_generation_prompt=True)
+    full = {k: chat_ids(tokenizer, row["prompt"] + row[k]) for k in ("chosen", "rejected")}
+    cut = min(common_prefix(prompt, full["chosen"]), common_prefix(prompt, full["rejected"]))
     return {"prompt_ids": prompt[:cut], "chosen_ids": full["chosen"][cut:], "rejected_ids": full["rejected"][cut:]}
 
 
-def token_logps(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(token t | tokens before t) for t = 1..T-1 of each row: shape (batch, T - 1)."""
-    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(2)
+def fit_pairs_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """(pairs whose prompt + longer answer fit in max_length tokens, how many were left out).
+
+    TRL cuts a longer sequence at max_length (through the answer) and drops a pair whose prompt alone fills
+    it; a loss computed by hand on the whole pair then differs from TRL's. The notebooks print the count.
+    """
+    def fits(row):
+        t = tokenize_pair(tokenizer, row)
+        return len(t["prompt_ids"]) + max(len(t["chosen_ids"]), len(t["rejected_ids"])) <= max_length
+    kept = [r for r in rows if fits(r)]
+    return kept, len(rows) - len(kept)
 
 
-@torch.no_grad()
-def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]], pad_id: int,
-                     batch_size: int = 64) -> torch.Tensor:
-    """Sum over completion tokens of log p(token | everything before it): one number per sequence."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(prompt_completion), batch_size):
-        chunk = prompt_completion[i:i + batch_size]
-        seqs = [p + c for p, c in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        comp = torch.zeros_like(ids, dtype=torch.bool)
-        for j, ((p, c), s) in enumerate(zip(chunk, seqs)):  # right padding, as TRL's collator
-            ids[j, :len(s)] = torch.tensor(s)
-            attn[j, :len(s)] = 1
-            comp[j, len(p):len(s)] = True
-        ids, attn, comp = ids.to(device), attn.to(device), comp.to(device)
-        out.append((token_logps(model, ids, attn) * comp[:, 1:]).sum(dim=1).cpu())
-    return torch.cat(out)
-
-
-def pair_logps(model, tokenizer, rows: list[dict], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(chosen | prompt), log π(rejected | prompt)) for each preference row."""
+def pair_logps(model, tokenizer, rows: list[dict], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(chosen | prompt), log π(rejected | prompt)) for each preference row: sums over completion tokens."""
     toks = [tokenize_pair(tokenizer, r) for r in rows]
     pad = tokenizer.pad_token_id
     chosen = completion_logps(model, [(t["prompt_ids"], t["chosen_ids"]) for t in toks], pad, batch_size)
@@ -91,20 +77,7 @@ def reference(model):
         yield model
 
 
-def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float) -> dict:
-    """−log σ(β·(log πθ(y_w|x) − log π_ref(y_w|x)) − β·(log πθ(y_l|x) − log π_ref(y_l|x))), mean over pairs.
-
-    Returns the loss and TRL's metric values (rewards/chosen, rewards/rejected, margins, accuracies).
-    """
-    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
-    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
-    margins = chosen_rewards - rejected_rewards
-    return {"loss": -F.logsigmoid(margins).mean(), "rewards/chosen": chosen_rewards.mean(),
-            "rewards/rejected": rejected_rewards.mean(), "rewards/margins": margins.mean(),
-            "rewards/accuracies": (margins > 0).float().mean(), "margins": margins}
-
-
-def policy_and_reference_logps(model, tokenizer, rows: list[dict], batch_size: int = 64) -> dict[str, torch.Tensor]:
+def policy_and_reference_logps(model, tokenizer, rows: list[dict], batch_size: int = 16) -> dict[str, torch.Tensor]:
     """Sequence log-probabilities of chosen and rejected under the policy and under the reference."""
     policy_c, policy_r = pair_logps(model, tokenizer, rows, batch_size)
     with reference(model):
@@ -113,59 +86,68 @@ def policy_and_reference_logps(model, tokenizer, rows: list[dict], batch_size: i
             "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
 
 
-class _Sharpened(torch.nn.Module):
-    """A causal LM whose logits are divided by a temperature (below 1: sharper, the likely tokens more likely)."""
-
-    def __init__(self, model, temperature: float):
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, **inputs):
-        out = self.model(**inputs)
-        out.logits = out.logits / self.temperature
-        return out
-
-
-def sharpened_reference_logps(model, tokenizer, rows: list[dict], temperature: float,
-                              batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Like policy_and_reference_logps, for a policy that only sharpens the reference: π_ref at this temperature.
-
-    It knows nothing the reference does not: its implicit reward ranks a pair right when the reference already
-    prefers the chosen tokens, i.e. what DPO would get if it generalized "be surer of what you believe".
-    """
-    with reference(model):
-        ref_c, ref_r = pair_logps(model, tokenizer, rows, batch_size)
-        sharp_c, sharp_r = pair_logps(_Sharpened(model, temperature), tokenizer, rows, batch_size)
-    return {"chosen_logps": sharp_c, "rejected_logps": sharp_r, "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
+def implicit_reward_margins(logps: dict[str, torch.Tensor], beta: float) -> torch.Tensor:
+    """β·(log πθ/π_ref of chosen − log πθ/π_ref of rejected), one per pair: DPO's implicit reward margin."""
+    return beta * ((logps["chosen_logps"] - logps["ref_chosen_logps"])
+                   - (logps["rejected_logps"] - logps["ref_rejected_logps"]))
 
 
 def implicit_reward_accuracy(logps: dict[str, torch.Tensor], beta: float) -> float:
-    """Share of pairs where β·(logratio chosen − logratio rejected) > 0."""
-    return dpo_loss(**logps, beta=beta)["rewards/accuracies"].item()
+    """Share of pairs whose implicit reward margin is positive (the chosen answer gained on the rejected one)."""
+    return (implicit_reward_margins(logps, beta) > 0).float().mean().item()
 
 
-def dpo_config(output_dir: str, **overrides):
-    """A DPOConfig for short CPU runs: no checkpoints, no hub, no external loggers."""
+def policy_ranking_accuracy(logps: dict[str, torch.Tensor], ref: bool = False) -> float:
+    """Share of pairs where the policy (or, ref=True, the reference) gives the chosen answer the higher log-prob."""
+    prefix = "ref_" if ref else ""
+    return (logps[f"{prefix}chosen_logps"] > logps[f"{prefix}rejected_logps"]).float().mean().item()
+
+
+def logp_margin(logps: dict[str, torch.Tensor], ref: bool = False) -> float:
+    """Mean log π(chosen) − log π(rejected) over the pairs (nats), of the policy or of the reference."""
+    prefix = "ref_" if ref else ""
+    return (logps[f"{prefix}chosen_logps"] - logps[f"{prefix}rejected_logps"]).mean().item()
+
+
+def mean_abs_logratio(logps: dict[str, torch.Tensor]) -> float:
+    """Drift from the reference: mean |log πθ(y|x) − log π_ref(y|x)| over the chosen answers (nats)."""
+    return (logps["chosen_logps"] - logps["ref_chosen_logps"]).abs().mean().item()
+
+
+def chosen_nll(model, tokenizer, rows: list[dict], batch_size: int = 16) -> float:
+    """The SFT term TRL adds with loss_type "sft": −log π(token) averaged over every chosen completion token."""
+    toks = [tokenize_pair(tokenizer, r) for r in rows]
+    sums = completion_logps(model, [(t["prompt_ids"], t["chosen_ids"]) for t in toks], tokenizer.pad_token_id,
+                            batch_size)
+    return -(sums.sum() / sum(len(t["chosen_ids"]) for t in toks)).item()
+
+
+def dpo_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batch_size: int = 8,
+               max_length: int = 128, beta: float = 0.1, sft_weight: float = 0.0, max_steps: int = -1,
+               seed: int = 0, logging_steps: int = 2, lora_r: int | None = None, **extra):
+    """The course's DPOConfig (notebook 05 writes the same knobs out). sft_weight > 0: DPO + NLL on the chosen
+    answers (RPO). lora_r is accepted and ignored, so a whole recipe can be passed."""
     from trl import DPOConfig
 
-    args = dict(output_dir=str(output_dir), beta=0.1, learning_rate=5e-3, num_train_epochs=1,
-                per_device_train_batch_size=16, per_device_eval_batch_size=32, max_length=128,
-                lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, logging_steps=2,
-                save_strategy="no", report_to="none", seed=0, data_seed=0, dataloader_num_workers=0,
-                disable_tqdm=True, **default_precision())
-    args.update(overrides)
+    args = dict(output_dir=str(output_dir), beta=beta, learning_rate=learning_rate, num_train_epochs=epochs,
+                max_steps=max_steps, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
+                max_length=max_length, loss_type=["sigmoid", "sft"] if sft_weight else ["sigmoid"],
+                loss_weights=[1.0, sft_weight] if sft_weight else None,
+                lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, logging_steps=logging_steps,
+                save_strategy="no", report_to="none", seed=seed, data_seed=seed, dataloader_num_workers=0,
+                disable_tqdm=batch_run(), **choose_precision().trainer_args())
+    args.update(extra)
     return DPOConfig(**args)
 
 
-def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, peft_config=None,
-                     **config_overrides):
+def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, peft_config=None, **config):
     """A DPOTrainer on the rows; ref_model=None so that with a peft model the reference is the adapter switched off."""
     from trl import DPOTrainer
 
     stopwatch = Stopwatch()
-    trainer = DPOTrainer(model=model, ref_model=None, args=dpo_config(output_dir, **config_overrides),
-                         train_dataset=preference_dataset(train_rows), processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[stopwatch])
+    trainer = quiet(DPOTrainer(model=model, ref_model=None, args=dpo_config(output_dir, **config),
+                               train_dataset=preference_dataset(train_rows), processing_class=tokenizer,
+                               peft_config=peft_config, callbacks=[stopwatch]))
     trainer.stopwatch = stopwatch
     return trainer
 
@@ -189,24 +171,6 @@ def reward_curves(trainer) -> dict[str, list[tuple[int, float]]]:
     """(step, value) for rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies and loss."""
     keys = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "loss")
     return {k: [(h["step"], h[k]) for h in trainer.state.log_history if k in h] for k in keys}
-
-
-def mean_abs_logratio(logps: dict[str, torch.Tensor]) -> float:
-    """Drift from the reference: mean |log πθ(y|x) − log π_ref(y|x)| over the held-out chosen answers."""
-    return (logps["chosen_logps"] - logps["ref_chosen_logps"]).abs().mean().item()
-
-
-def chosen_nll(model, tokenizer, rows: list[dict], batch_size: int = 64) -> float:
-    """The SFT term TRL adds with loss_type "sft": −log π(token) averaged over every chosen completion token."""
-    toks = [tokenize_pair(tokenizer, r) for r in rows]
-    sums = completion_logps(model, [(t["prompt_ids"], t["chosen_ids"]) for t in toks], tokenizer.pad_token_id,
-                            batch_size)
-    return -(sums.sum() / sum(len(t["chosen_ids"]) for t in toks)).item()
-
-
-def policy_ranking_accuracy(logps: dict[str, torch.Tensor]) -> float:
-    """Share of pairs where the policy itself gives the chosen answer the higher log-probability."""
-    return (logps["chosen_logps"] > logps["rejected_logps"]).float().mean().item()
 
 
 @torch.no_grad()
@@ -269,9 +233,3 @@ def summarize_margin_parts(parts: list[dict], kinds: list[str]) -> dict[str, dic
                      "mean |differing part|": sum(abs(p["differing"]) for p in ps) / len(ps),
                      "mean |shared ending part|": sum(abs(p["shared_end"]) for p in ps) / len(ps)}
     return out
-
-
-# The course's DPO recipe on the tiny world (tuned by measurement in notebook 05; 06 reuses it for the alignment tax):
-# make_dpo_trainer(merged_sft_model, tok, rows, output_dir=..., peft_config=standard_lora(), **DPO_RECIPE)
-DPO_RECIPE = {"beta": 0.1, "learning_rate": 3e-3, "num_train_epochs": 3, "loss_type": ["sigmoid", "sft"],
-              "loss_weights": [1.0, 1.0], "per_device_train_batch_size": 16}

@@ -1,4 +1,5 @@
-"""Measuring a model: fact probes, chat exact match, perplexity, preference rate.
+"""Measuring a model: held-out loss on any chat data, replies side by side, and the tiny world's rulers
+(fact probes, chat exact match, perplexity, the skill, the preference rule).
 
 All generation is greedy, so the same model gives the same numbers.
 """
@@ -7,12 +8,77 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+# ------------------------------------------------------------------------ tokens and log-probabilities
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        add_generation_prompt=add_generation_prompt)
+    return list(out["input_ids"])
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def split_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) the way TRL's SFT and DPO trainers cut a conversation: the prompt with the
+    generation prompt, the completion = what prompt + completion adds after their common prefix."""
+    prompt_ids = chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    full = chat_ids(tokenizer, prompt + completion)
+    cut = common_prefix(prompt_ids, full)
+    return full[:cut], full[cut:]
+
+
+def token_logps(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(token t | tokens before t) for t = 1..T-1 of each row: shape (batch, T - 1)."""
+    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(2)
+
+
+@torch.no_grad()
+def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]], pad_id: int,
+                     batch_size: int = 16) -> torch.Tensor:
+    """Sum over completion tokens of log p(token | everything before it): one number per sequence."""
+    out = []
+    for i in range(0, len(prompt_completion), batch_size):
+        chunk = prompt_completion[i:i + batch_size]
+        seqs = [p + c for p, c in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        comp = torch.zeros_like(ids, dtype=torch.bool)
+        for j, ((p, c), s) in enumerate(zip(chunk, seqs)):  # right padding, as TRL's collators
+            ids[j, :len(s)] = torch.tensor(s)
+            attn[j, :len(s)] = 1
+            comp[j, len(p):len(s)] = True
+        ids, attn, comp = ids.to(_device(model)), attn.to(_device(model)), comp.to(_device(model))
+        out.append((token_logps(model, ids, attn) * comp[:, 1:]).sum(dim=1).cpu())
+    return torch.cat(out)
+
+
+def heldout_loss(model, tokenizer, rows: list[dict], batch_size: int = 16) -> float:
+    """Mean loss (nats per token) on the last assistant turn of chat rows, exactly the tokens SFT trains.
+
+    Works on any model and any chat data: the measure of SFT that needs no answer key.
+    """
+    pairs = [split_prompt_completion(tokenizer, r["messages"][:-1], r["messages"][-1:]) for r in rows]
+    was_training = model.training
+    model.eval()
+    total = completion_logps(model, pairs, tokenizer.pad_token_id, batch_size).sum().item()
+    model.train(was_training)
+    return -total / sum(len(c) for _, c in pairs)
+
+
+# ---------------------------------------------------------------------------------------- generation
 @torch.no_grad()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64) -> list[str]:
     """Greedy continuations of plain-text prompts (left-padded batches)."""
@@ -38,6 +104,15 @@ def generate_replies(model, tokenizer, rows: list[dict], max_new_tokens: int = 3
     return [r.strip() for r in complete(model, tokenizer, chat_prompts(tokenizer, rows), max_new_tokens, batch_size)]
 
 
+def side_by_side(models: dict, tokenizer, rows: list[dict], max_new_tokens: int = 48, width: int = 160) -> list[dict]:
+    """For each row: the question, the reference answer and every model's greedy reply (cut to `width`)."""
+    replies = {name: generate_replies(m, tokenizer, rows, max_new_tokens, batch_size=8) for name, m in models.items()}
+    cut = lambda s: s if len(s) <= width else s[:width] + "…"  # noqa: E731
+    return [{"question": cut(r["messages"][-2]["content"]), "reference": cut(r["messages"][-1]["content"]),
+             **{name: cut(replies[name][i]) for name in models}} for i, r in enumerate(rows)]
+
+
+# ------------------------------------------------------------------------------- tiny-world rulers
 def normalize(text: str) -> str:
     """Lower case, single spaces, no trailing punctuation: what exact match compares."""
     return " ".join(text.lower().split()).rstrip(".!? ")
@@ -46,7 +121,8 @@ def normalize(text: str) -> str:
 def fact_probe_accuracy(model, tokenizer, probes: list[dict], return_details: bool = False):
     """Share of cloze probes whose greedy continuation starts with the answer.
 
-    probes: rows {"prompt": "The capital of France is", "answer": "Paris"}.
+    probes: rows {"prompt": "The capital of France is", "answer": "Paris"}. They are real facts, so the
+    ruler means something on any model (a real model knows many of them).
     """
     conts = complete(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=8)
     hits = [c.strip().lower().startswith(p["answer"].lower()) for p, c in zip(probes, conts)]
@@ -73,7 +149,7 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 32) -> floa
         logits = model(**enc).logits[:, :-1].float()
         targets = enc["input_ids"][:, 1:]
         mask = enc["attention_mask"][:, 1:].bool()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         total_nll += nll[mask].sum().item()
         total_tokens += mask.sum().item()
     tokenizer.padding_side = "left"

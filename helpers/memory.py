@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from helpers.arch import LLAMA_LINEARS as LINEARS
+from helpers.arch import llama_block_shapes
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 OPTIMIZERS = ("adamw", "adamw_8bit", "sgd")
 METHODS = ("full", "lora", "qlora")
 
@@ -77,17 +79,15 @@ def model_shape(config) -> ModelShape:
 
 
 def linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each linear layer of one block."""
-    h, q, kv, i = shape.hidden_size, shape.num_heads * shape.hd, shape.num_kv_heads * shape.hd, shape.intermediate_size
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    """(n_out, n_in) of each linear layer of one block."""
+    return llama_block_shapes(shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_kv_heads, shape.hd)
 
 
 def parameter_tensors(shape: ModelShape) -> dict[str, list[int]]:
     """Element counts of every parameter tensor, grouped: 'linear' (block weights), 'other' (the rest)."""
     linear, other = [], [shape.vocab_size * shape.hidden_size]  # embed_tokens
     for _ in range(shape.num_layers):
-        for name, (n_in, n_out) in linear_shapes(shape).items():
+        for name, (n_out, n_in) in linear_shapes(shape).items():
             linear.append(n_in * n_out)
             if shape.qkv_bias and name in ("q_proj", "k_proj", "v_proj"):
                 other.append(n_out)
@@ -107,7 +107,7 @@ def lora_tensors(config, r: int = 16, target_modules="all-linear") -> list[int]:
     """Element counts of the LoRA tensors (lora_A: r x in, lora_B: out x r) for every targeted layer."""
     shape = model_shape(config)
     targets = LINEARS if target_modules == "all-linear" else target_modules
-    return [n for _ in range(shape.num_layers) for name, (n_in, n_out) in linear_shapes(shape).items()
+    return [n for _ in range(shape.num_layers) for name, (n_out, n_in) in linear_shapes(shape).items()
             if name in targets for n in (r * n_in, n_out * r)]
 
 

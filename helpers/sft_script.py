@@ -53,17 +53,17 @@ def main(argv: list[str] | None = None) -> None:
     from peft import get_peft_model
     from safetensors.torch import save_file
 
-    from helpers.base_model import load_model
+    from helpers.models import load_model
     from helpers.data import load_world
     from helpers.env import seed_everything
-    from helpers.training import SFT_RECIPE, standard_lora, train_sft
+    from helpers.training import SFT_RECIPES, standard_lora, train_sft
 
     parser = argparse.ArgumentParser(description="LoRA SFT on the tiny world (runs under accelerate launch).")
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--model", default="data/tiny-base")
     parser.add_argument("--max-steps", type=int, default=-1, help="-1: the recipe's epochs")
     parser.add_argument("--rows", type=int, default=0, help="use only the first N training rows (0: all)")
-    parser.add_argument("--batch-size", type=int, default=SFT_RECIPE["per_device_train_batch_size"],
+    parser.add_argument("--batch-size", type=int, default=SFT_RECIPES["tiny"]["batch_size"],
                         help="per process; the global batch is this times the number of processes")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = load_world("sft_train")
     rows = rows[: args.rows] if args.rows else rows
     trainer = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir),
-                        **{**SFT_RECIPE, "per_device_train_batch_size": args.batch_size,
-                           "max_steps": args.max_steps, "seed": args.seed, "data_seed": args.seed,
-                           "logging_steps": 1, "ddp_find_unused_parameters": False})
+                        **{**SFT_RECIPES["tiny"], "batch_size": args.batch_size, "max_steps": args.max_steps,
+                           "seed": args.seed, "logging_steps": 1, "ddp_find_unused_parameters": False})
     # Trainer.save_model writes on the main process only; each rank saves its own replica explicitly.
     save_file(adapter_state(trainer.model), str(args.output_dir / f"adapter_rank{rank}.safetensors"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -1,93 +1,93 @@
-"""Training plumbing shared by the notebooks: target modules by name, TRL SFT with sane defaults, loss curves.
+"""Training plumbing shared by the notebooks: recipes, SFT rows as prompt/completion, TRL's SFTTrainer with the
+course's settings, loss curves.
 
-The notebooks show the teaching lines (the LoraConfig, the SFTConfig values that
-matter, the trainer call); this module holds what every notebook would repeat.
+Notebook 02 builds `SFTConfig` and `SFTTrainer` in view, knob by knob; `sft_config` here builds the same
+config (02 checks that they are equal) for the notebooks and loops that reuse it.
 """
 from __future__ import annotations
 
 import time
 
-import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
-# Linear layer classes by name, so that GPT-2's Conv1D and bitsandbytes' 4/8-bit layers count too
-# without importing optional packages.
-LINEAR_CLASSES = {"Linear", "Conv1D", "Linear4bit", "Linear8bitLt", "QuantLinear"}
+from helpers.env import batch_run
+from helpers.models import count_parameters
+from helpers.precision import choose_precision
 
-
-def linear_module_names(model, include_lm_head: bool = False) -> list[str]:
-    """Short names of the linear layers inside the transformer blocks (q_proj, c_attn, ...), sorted.
-
-    These are the names peft's `target_modules` matches against.
-    """
-    names = set()
-    for full_name, module in model.named_modules():
-        if type(module).__name__ in LINEAR_CLASSES:
-            short = full_name.split(".")[-1]
-            if include_lm_head or short not in ("lm_head", "embed_out", "output"):
-                names.add(short)
-    return sorted(names)
-
-
-def check_target_modules(model, target_modules: list[str] | str) -> list[str] | str:
-    """Fail early, with the names that do exist, when a target module is not in the model."""
-    if target_modules == "all-linear":
-        return target_modules
-    if isinstance(target_modules, str):
-        target_modules = [target_modules]
-    available = linear_module_names(model)
-    missing = [t for t in target_modules if t not in available]
-    if missing:
-        raise ValueError(f"target module {', '.join(repr(m) for m in missing)} not found; this model's linear "
-                         f"layers are: {', '.join(available)}. Pick from these (or use 'all-linear').")
-    return list(target_modules)
-
-
-# The attention and MLP projections under the names different architectures use.
-ATTENTION_NAMES = {
-    "query": ["q_proj", "query", "q", "Wqkv", "c_attn", "qkv_proj", "query_key_value"],
-    "key": ["k_proj", "key", "k"],
-    "value": ["v_proj", "value", "v"],
-    "output": ["o_proj", "dense", "out_proj", "c_proj", "o"],
+# One SFT recipe per model scale, with the course's parameter names. "tiny": the 3.3M-parameter tiny-base
+# (tuned by measurement in notebook 02). "real": 100M-8B models, at the learning rates peers use for LoRA.
+SFT_RECIPES = {
+    "tiny": {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_length": 128, "lora_r": 8,
+             "warmup_steps": 0},
+    "real": {"learning_rate": 2e-4, "epochs": 1, "batch_size": 8, "max_length": 384, "lora_r": 8,
+             "warmup_steps": 0.05},
 }
+TINY_MAX_PARAMETERS = 20_000_000  # below this a model gets the tiny recipes
 
 
-def attention_targets(model) -> list[str]:
-    """The query and value projections (the LoRA paper's default), or the fused qkv layer, by this model's names."""
-    available = linear_module_names(model)
-    picked = []
-    for role in ("query", "value"):
-        found = next((n for n in ATTENTION_NAMES[role] if n in available), None)
-        if found and found not in picked:
-            picked.append(found)
-    if not picked:
-        raise ValueError(f"no attention projection recognised among {available}; pass target_modules by name.")
-    return picked
+def model_scale(model) -> str:
+    """'tiny' for the course's tiny models, 'real' for everything else."""
+    return "tiny" if count_parameters(model) < TINY_MAX_PARAMETERS else "real"
 
 
-def chat_dataset(rows: list[dict]) -> Dataset:
-    """A datasets.Dataset with only the `messages` column, as TRL's conversational format expects."""
-    return Dataset.from_list([{"messages": r["messages"]} for r in rows])
+def pick_recipe(recipes: dict[str, dict], model, **overrides) -> dict:
+    """The recipe for this model's scale, with every override that is not None applied.
+
+    An override the recipe does not know is refused (a misspelt knob would otherwise do nothing).
+    """
+    recipe = dict(recipes[model_scale(model)])
+    unknown = [k for k in overrides if k not in recipe]
+    if unknown:
+        raise KeyError(f"unknown recipe setting {unknown}; the recipe has {sorted(recipe)}")
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    return recipe
 
 
-def default_precision() -> dict:
-    """Trainer precision flags for this machine: bf16 or fp16 on CUDA, fp32 on CPU."""
-    if not torch.cuda.is_available():
-        return {"use_cpu": True}
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+def prompt_completion(row: dict) -> dict:
+    """A chat row as TRL's conversational prompt/completion: every turn but the last, and the last (the target).
+
+    With this layout TRL computes the loss on the completion only, for any chat template (it needs no
+    `{% generation %}` markers): the completion is what the full conversation adds after the prompt
+    rendered with the generation prompt, the end-of-turn token included.
+    """
+    messages = row["messages"]
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def sft_config(output_dir: str, **overrides):
-    """An SFTConfig for short runs: loss on assistant tokens only, no checkpoints, no hub, no external loggers."""
+def sft_dataset(rows: list[dict]) -> Dataset:
+    return Dataset.from_list([prompt_completion(r) for r in rows])
+
+
+def fit_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """(rows whose whole conversation fits in max_length tokens, how many were left out).
+
+    The trainer would cut longer rows silently, often through the answer; the notebooks print the count.
+    """
+    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+               for r in rows]
+    kept = [r for r, n in zip(rows, lengths) if n <= max_length]
+    return kept, len(rows) - len(kept)
+
+
+def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batch_size: int = 8,
+               max_length: int = 128, max_steps: int = -1, warmup_steps: float = 0, seed: int = 0,
+               eval_steps: int | None = None, logging_steps: int = 5, gradient_checkpointing: bool = False,
+               lora_r: int | None = None, **extra):
+    """The course's SFTConfig (the same knobs notebook 02 writes out). lora_r is accepted and ignored, so a
+    whole recipe can be passed; anything else goes to SFTConfig as is."""
     from trl import SFTConfig
 
-    args = dict(output_dir=str(output_dir), assistant_only_loss=True, max_length=128, packing=False,
-                per_device_train_batch_size=16, per_device_eval_batch_size=32, learning_rate=1e-3,
-                num_train_epochs=1, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-                logging_steps=5, save_strategy="no", report_to="none", seed=0, data_seed=0,
-                dataloader_num_workers=0, disable_tqdm=True, **default_precision())
-    args.update(overrides)
+    args = dict(output_dir=str(output_dir), completion_only_loss=True, max_length=max_length, packing=False,
+                learning_rate=learning_rate, num_train_epochs=epochs, max_steps=max_steps,
+                per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
+                lr_scheduler_type="linear", warmup_steps=warmup_steps, weight_decay=0.0,
+                logging_steps=logging_steps, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+                dataloader_num_workers=0, disable_tqdm=batch_run(),
+                **choose_precision().trainer_args(gradient_checkpointing))
+    if eval_steps:
+        args.update(eval_strategy="steps", eval_steps=eval_steps)
+    args.update(extra)
     return SFTConfig(**args)
 
 
@@ -100,23 +100,29 @@ class Stopwatch(TrainerCallback):
         self.seconds = time.perf_counter() - self.start
 
 
-def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
-              output_dir: str, peft_config=None, callbacks: list | None = None, **config_overrides):
-    """Supervised fine-tuning with TRL's SFTTrainer; returns the trained trainer (model at `trainer.model`).
+def quiet(trainer):
+    """No log line printed per logging step (the notebooks plot the log instead); returns the trainer."""
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
-    callbacks: extra transformers TrainerCallbacks (e.g. one that measures the model every few steps).
+
+def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
+              output_dir: str, peft_config=None, callbacks: list | None = None, **config):
+    """Supervised fine-tuning with TRL's SFTTrainer on chat rows; returns the trained trainer.
+
+    config: `sft_config`'s keywords (a recipe: learning_rate, epochs, batch_size, max_length, ...).
+    callbacks: extra TrainerCallbacks (e.g. one that measures the model every few steps).
     """
     from trl import SFTTrainer
 
     if eval_rows is not None:
-        config_overrides.setdefault("eval_strategy", "steps")
-        config_overrides.setdefault("eval_steps", config_overrides.get("logging_steps", 5))
+        config.setdefault("eval_steps", config.get("logging_steps", 5))
     stopwatch = Stopwatch()
-    trainer = SFTTrainer(model=model, args=sft_config(output_dir, **config_overrides),
-                         train_dataset=chat_dataset(train_rows),
-                         eval_dataset=chat_dataset(eval_rows) if eval_rows is not None else None,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[stopwatch, *(callbacks or [])])
+    trainer = quiet(SFTTrainer(model=model, args=sft_config(output_dir, **config),
+                               train_dataset=sft_dataset(train_rows),
+                               eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
+                               processing_class=tokenizer, peft_config=peft_config,
+                               callbacks=[stopwatch, *(callbacks or [])]))
     trainer.train()
     trainer.train_seconds = stopwatch.seconds
     trainer.model.eval()
@@ -144,17 +150,6 @@ def loss_curves(trainer) -> dict[str, list[tuple[int, float]]]:
     history = trainer.state.log_history
     return {"train": [(h["step"], h["loss"]) for h in history if "loss" in h],
             "eval": [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]}
-
-
-def trainable_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
-
-
-# The course's standard SFT-with-LoRA recipe on the tiny world (tuned by measurement in notebook 02):
-# train_sft(model, tok, rows, output_dir=..., peft_config=standard_lora(), **SFT_RECIPE)
-SFT_RECIPE = {"learning_rate": 3e-3, "num_train_epochs": 6, "per_device_train_batch_size": 16}
 
 
 def standard_lora(r: int = 8, target_modules="all-linear", lora_alpha: int | None = None, **kwargs):

@@ -6,26 +6,65 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# Tests never reach a hub: everything is local.
+# Tests never reach a hub: everything is local. Agg for the figures unit tests draw (the notebook kernels get
+# the inline backend instead: helpers.course.kernel_environment).
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}.items():
     os.environ.setdefault(key, value)
 
-_metrics: dict[str, dict] = {}
+_metrics: dict[tuple[str, str], dict] = {}
+
+
+def _run(tmp_path_factory, prefix: str, budget: str | None) -> dict:
+    from helpers.course import blank_figures, notebooks, real_model_parameters, run_notebook
+
+    key = (prefix, budget or "tiny")
+    if key not in _metrics:
+        (nb,) = notebooks([prefix])
+        out = tmp_path_factory.mktemp(f"{nb.stem}_{key[1]}")
+        parameters = real_model_parameters(prefix, budget) if budget else None
+        metrics, seconds = run_notebook(nb, out, parameters)
+        print(f"\n{nb.name} ({key[1]}): {seconds:.1f} s")
+        blank = blank_figures(out / nb.name)
+        assert not blank, f"{nb.name} ({key[1]}): cells {blank} draw but stored no figure"
+        _metrics[key] = metrics
+    return _metrics[key]
 
 
 @pytest.fixture(scope="session")
 def notebook_metrics(tmp_path_factory):
     """notebook_metrics("02") executes notebooks/02_*.ipynb once per test session with papermill
-    (default parameters, offline, outputs in a temporary folder) and returns its metrics JSON."""
-    from helpers.course import notebooks, run_notebook
+    (default parameters: the tiny world; offline; outputs in a temporary folder), checks that every cell
+    that draws stored its figure, and returns the notebook's metrics JSON."""
+    return lambda prefix: _run(tmp_path_factory, prefix, None)
 
-    def run(prefix: str) -> dict:
-        if prefix not in _metrics:
-            (nb,) = notebooks([prefix])
-            metrics, seconds = run_notebook(nb, tmp_path_factory.mktemp(nb.stem))
-            print(f"\n{nb.name}: {seconds:.1f} s")
-            _metrics[prefix] = metrics
-        return _metrics[prefix]
 
-    return run
+@pytest.fixture(scope="session")
+def real_notebook_metrics(tmp_path_factory):
+    """The same on the real model (SmolLM2-135M-Instruct, real data) at the small CI budget."""
+    return lambda prefix: _run(tmp_path_factory, prefix, "smoke")
+
+
+@pytest.fixture(scope="session")
+def make_tokenizer():
+    """make_tokenizer(texts, vocab_size): a byte-level BPE with the course's chat template, trained on the texts."""
+    from helpers.base_model import train_tokenizer
+    return train_tokenizer
+
+
+@pytest.fixture(scope="session")
+def make_llama():
+    """make_llama(tokenizer, layers=1, tied=True): a tiny random Llama (hidden 32, MLP 64, 2 heads, 1 kv head) for
+    that tokenizer (or, tokenizer=None, a 64-token vocabulary), in eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def build(tokenizer, layers: int = 1, tied: bool = True):
+        torch.manual_seed(0)
+        ids = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id} if tokenizer else {}
+        config = LlamaConfig(vocab_size=len(tokenizer) if tokenizer else 64, hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                             tie_word_embeddings=tied, **ids)
+        return LlamaForCausalLM(config).eval()
+
+    return build

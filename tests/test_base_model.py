@@ -4,7 +4,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers.base_model import PretrainConfig, load_model, pretrain, train_tokenizer, tokenizer_texts
+from helpers.base_model import PretrainConfig, pretrain, train_tokenizer, tokenizer_texts
+from helpers.models import load_model
 from helpers.data import load_world
 from helpers.evaluation import complete, fact_probe_accuracy, perplexity
 from helpers.paths import TINY_BASE

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from helpers.data import DatasetError
-from helpers.formats import load_rows, to_chat, to_preference
+from helpers import formats
+from helpers.formats import is_world_dataset, load_rows, split_rows, to_chat, to_preference
 
 USER, ASSISTANT = {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}
 
@@ -61,3 +62,54 @@ def test_local_json_and_limit(tmp_path):
 
 def test_tiny_world_file_by_repository_relative_path():
     assert len(load_rows("data/world/sft_val.jsonl")) == 29
+
+
+HH = {"chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.",
+      "rejected": "\n\nHuman: Name a colour.\n\nAssistant: Seven."}
+
+
+def test_anthropic_hh_transcripts_are_split_into_prompt_and_answers():
+    assert to_preference(HH) == PREF
+    two_turns = {k: "\n\nHuman: Hi.\n\nAssistant: Hello!" + v for k, v in HH.items()}
+    row = to_preference(two_turns)
+    assert [m["role"] for m in row["prompt"]] == ["user", "assistant", "user"] and row["chosen"] == PREF["chosen"]
+
+
+def test_transcripts_that_do_not_share_a_prompt_name_the_row():
+    bad = {"chosen": HH["chosen"], "rejected": "\n\nHuman: Something else.\n\nAssistant: Seven."}
+    with pytest.raises(DatasetError, match="hh.jsonl, line 3: .*do not share"):
+        to_preference(bad, "hh.jsonl, line 3")
+    with pytest.raises(DatasetError, match="not a transcript"):
+        to_preference({"chosen": "Blue.", "rejected": "Seven."}, "row 1")
+
+
+def test_gzipped_jsonl_with_a_row_limit(tmp_path):
+    import gzip
+    path = tmp_path / "prefs.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(json.dumps(HH) for _ in range(5)) + "\n")
+    assert load_rows(str(path), kind="preference", limit=3) == [PREF] * 3
+
+
+def test_hub_split_names_are_matched_and_a_missing_split_lists_the_real_ones(monkeypatch):
+    import datasets
+    monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name: ["train_prefs", "test_prefs"])
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: [dict(PREF, split=split)] * 2)
+    rows = load_rows("someone/binarized", split="test", kind="preference")
+    assert len(rows) == 2 and rows[0]["chosen"] == PREF["chosen"]
+    with pytest.raises(DatasetError, match=r"no split 'eval'.*\['train_prefs', 'test_prefs'\]"):
+        load_rows("someone/binarized", split="eval", kind="preference")
+
+
+def test_split_rows_is_seeded_and_refuses_impossible_sizes():
+    rows = [{"i": i} for i in range(10)]
+    train, held_out = split_rows(rows, 3, seed=1)
+    assert len(train) == 7 and len(held_out) == 3 and split_rows(rows, 3, seed=1) == (train, held_out)
+    assert sorted(r["i"] for r in train + held_out) == list(range(10))
+    with pytest.raises(ValueError, match="cannot hold out 10 of 10"):
+        split_rows(rows, 10)
+
+
+def test_world_datasets_are_recognised():
+    assert is_world_dataset("data/world/sft_train.jsonl")
+    assert not is_world_dataset("data/real/alpaca_5000.json")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from helpers.base_model import load_model
+from helpers.models import load_model
 from helpers.memory import (GPUS, PUBLISHED, estimate_memory, measured_training_bytes, model_shape, one_training_step,
                             optimizer_state_bytes, parameter_count, will_it_fit)
 

@@ -1,0 +1,78 @@
+"""The course's benchmark: how long each notebook and the test suite take, on which machine.
+
+    python -m helpers.bench                       # every notebook (default run) and the test suite
+    python -m helpers.bench --only 02 06 --no-tests
+    python -m helpers.bench --real                # the notebooks on SmolLM2-135M-Instruct at a realistic budget
+
+Timings are benchmarks, not tests: they are written to outputs/bench/<label>.json with the machine's
+description and printed as a markdown row for BENCHMARKS.md. To see what a CPU without native bf16
+sees on any x86 machine, run it with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers.course import REAL_MODEL_RUN, notebooks, run_notebook
+from helpers.env import describe_machine
+from helpers.paths import ROOT
+
+
+def time_tests() -> dict:
+    """The README's test command (pytest on tests/), timed, with its summary line."""
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests", "-p", "no:cacheprovider"],
+                         cwd=ROOT, capture_output=True, text=True)
+    lines = [l for l in run.stdout.splitlines() if l.strip()]
+    return {"seconds": round(time.perf_counter() - start, 1), "exit_code": run.returncode,
+            "summary": lines[-1] if lines else run.stderr[-500:]}
+
+
+def markdown_row(result: dict) -> str:
+    m = result["machine"]
+    flags = ", ".join(m.get("cpu_flags", [])) or "none of avx2/avx512f/avx512_bf16/amx"
+    cells = [result["label"], m.get("cpu_model", "?"), flags, str(m.get("cpu_count")), str(m.get("threads")),
+             m.get("bf16_matmul_slowdown", "?"), f"{result['course_seconds'] / 60:.1f} min"]
+    if "tests" in result:
+        cells.append(f"{result['tests']['seconds'] / 60:.1f} min ({result['tests']['summary']})")
+    cells.append(", ".join(f"{k} {v:.0f} s" for k, v in result["notebooks"].items()))
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Time the course's notebooks and tests on this machine.")
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
+    parser.add_argument("--no-tests", action="store_true", help="skip timing the test suite")
+    parser.add_argument("--real", action="store_true", help="run the notebooks on the real model (REAL_MODEL_RUN)")
+    parser.add_argument("--label", default=None, help="name of this row (default: cpu capability and mode)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
+    args = parser.parse_args()
+    machine = describe_machine(measure_bf16=True)
+    label = args.label or f"{machine['device']}-{machine.get('cpu_capability', '')}-{'real' if args.real else 'tiny'}"
+    result = {"label": label, "machine": machine, "env": {k: os.environ[k] for k in
+                                                          ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
+              "notebooks": {}, "metrics": {}}
+    for nb in notebooks(args.only):
+        print(f"running {nb.name} ...", flush=True)
+        metrics, seconds = run_notebook(nb, args.out / label / nb.stem, REAL_MODEL_RUN.get(nb.name[:2]) if args.real else None)
+        result["notebooks"][nb.name[:2]] = round(seconds, 1)
+        result["metrics"][nb.name[:2]] = metrics
+        print(f"  {seconds:6.1f} s", flush=True)
+    result["course_seconds"] = round(sum(result["notebooks"].values()), 1)
+    if not args.no_tests and not args.real:
+        print("running the test suite ...", flush=True)
+        result["tests"] = time_tests()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{label}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwritten {path}\n")
+    print(markdown_row(result))
+
+
+if __name__ == "__main__":
+    main()
