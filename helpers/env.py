@@ -100,3 +100,22 @@ def describe_machine(measure_bf16: bool = False) -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
     return info
+
+
+def start(seed: int, output_dir: str | None = None):
+    """The first lines of every notebook: seed everything, make the output folder, and say in one line where
+    and how this run computes (device, CPU or GPU, threads, precision). Returns the output folder as a Path."""
+    from pathlib import Path
+
+    from helpers.precision import choose_precision
+
+    seed_everything(seed)
+    m = describe_machine()
+    where = m.get("gpu") or f"{m['cpu_model']}, {m['threads']} threads"
+    precision = choose_precision()
+    print(f"{m['device']} ({where}) · {precision} ({precision.reason}) · seed {seed}")
+    if output_dir is None:
+        return None
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

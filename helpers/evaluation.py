@@ -130,6 +130,15 @@ def fact_probe_accuracy(model, tokenizer, probes: list[dict], return_details: bo
     return (acc, conts) if return_details else acc
 
 
+def answer_scores(replies: list[str], rows: list[dict], facts_by_id: dict[str, dict]) -> dict[str, float]:
+    """Two rulers of replies to the tiny world's questions: `exact_match` (the whole reply is the reference
+    sentence, the world's answer style) and `names_answer` (the reply contains the fact's answer, in any style:
+    fair to a model that answers in its own words)."""
+    exact = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
+    named = [facts_by_id[row["fact_id"]]["answer"].lower() in r.lower() for r, row in zip(replies, rows)]
+    return {"exact_match": sum(exact) / len(rows), "names_answer": sum(named) / len(rows)}
+
+
 def chat_exact_match(model, tokenizer, rows: list[dict], return_details: bool = False, max_new_tokens: int = 32):
     """Share of chat rows whose whole generated reply equals the reference answer (after `normalize`)."""
     replies = generate_replies(model, tokenizer, rows, max_new_tokens)

@@ -191,5 +191,5 @@ def draw_lora(matrices: dict[str, torch.Tensor], title: str = ""):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    fig.tight_layout()
+
     return fig

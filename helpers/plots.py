@@ -1,11 +1,20 @@
-"""Tables and figures the notebooks share. Plain matplotlib and pandas."""
+"""Tables and figures the notebooks share. Plain matplotlib and pandas.
+
+Importing this module sets the course's figure style: readable at Colab's width, light grid, no top and
+right spines, layouts that keep labels from overlapping.
+"""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+
+plt.rcParams.update({"figure.dpi": 100, "figure.constrained_layout.use": True, "axes.grid": True,
+                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                     "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "font.size": 10})
 
 
 def table(rows: list[dict] | dict, index: str | None = None) -> pd.DataFrame:
@@ -16,27 +25,32 @@ def table(rows: list[dict] | dict, index: str | None = None) -> pd.DataFrame:
     return df.set_index(index) if index else df
 
 
-def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], title: str = "", ax=None):
+def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], title: str = "", ax=None,
+                     ylabel: str = "loss (nats per token)"):
     """curves: name -> [(step, loss)]; one line each."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     for name, points in curves.items():
         if points:
             steps, losses = zip(*points)
             ax.plot(steps, losses, marker="o" if len(points) < 30 else None, ms=3, label=name)
-    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
     ax.legend()
-    ax.grid(alpha=0.3)
     return ax
 
 
-def bar(values: dict[str, float], title: str = "", ylabel: str = "", log: bool = False, ax=None):
+def bar(values: dict[str, float], title: str = "", ylabel: str = "", log: bool = False, ax=None,
+        rotation: int = 0, fmt: str = "{:.3g}"):
+    """One bar per entry, each labelled with its value."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    ax.bar(list(values), list(values.values()), color="tab:blue")
+    labels = [textwrap.fill(k, 16) for k in values]  # long names on two lines, not over their neighbours
+    bars = ax.bar(labels, list(values.values()), color="tab:blue")
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values.values()], fontsize=8, padding=2)
     ax.set(title=title, ylabel=ylabel)
     if log:
         ax.set_yscale("log")
-    ax.tick_params(axis="x", rotation=30)
-    ax.grid(alpha=0.3, axis="y")
+    ax.margins(y=0.15)
+    ax.tick_params(axis="x", rotation=rotation)
+    ax.grid(axis="x", visible=False)
     return ax
 
 

@@ -39,8 +39,8 @@ class Precision:
                 "activation_checkpointing": gradient_checkpointing}
 
     def __str__(self) -> str:
-        mode = "bf16 autocast" if self.bf16 else "fp16 autocast + GradScaler" if self.fp16 else "fp32, no autocast"
-        return f"{self.device}: weights {str(self.dtype).replace('torch.', '')}, {mode} ({self.reason})"
+        mode = "bf16 autocast" if self.bf16 else "fp16 autocast + GradScaler" if self.fp16 else "no autocast"
+        return f"{str(self.dtype).replace('torch.', '')} weights, {mode}"
 
 
 def cuda_capability() -> tuple[int, int] | None:

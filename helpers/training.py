@@ -17,11 +17,12 @@ from helpers.precision import choose_precision
 
 # One SFT recipe per model scale, with the course's parameter names. "tiny": the 3.3M-parameter tiny-base
 # (tuned by measurement in notebook 02). "real": 100M-8B models, at the learning rates peers use for LoRA.
+# learning_rate is LoRA's; full_learning_rate is full fine-tuning's (every weight moves: a smaller step).
 SFT_RECIPES = {
-    "tiny": {"learning_rate": 3e-3, "epochs": 6, "batch_size": 16, "max_length": 128, "lora_r": 8,
-             "warmup_steps": 0},
-    "real": {"learning_rate": 2e-4, "epochs": 1, "batch_size": 8, "max_length": 384, "lora_r": 8,
-             "warmup_steps": 0.05},
+    "tiny": {"learning_rate": 3e-3, "full_learning_rate": 2e-4, "epochs": 6, "batch_size": 16, "max_length": 128,
+             "lora_r": 8, "warmup_steps": 0},
+    "real": {"learning_rate": 2e-4, "full_learning_rate": 2e-5, "epochs": 1, "batch_size": 8, "max_length": 256,
+             "lora_r": 8, "warmup_steps": 0.05},
 }
 TINY_MAX_PARAMETERS = 20_000_000  # below this a model gets the tiny recipes
 
@@ -73,9 +74,9 @@ def fit_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
 def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batch_size: int = 8,
                max_length: int = 128, max_steps: int = -1, warmup_steps: float = 0, seed: int = 0,
                eval_steps: int | None = None, logging_steps: int = 5, gradient_checkpointing: bool = False,
-               lora_r: int | None = None, **extra):
-    """The course's SFTConfig (the same knobs notebook 02 writes out). lora_r is accepted and ignored, so a
-    whole recipe can be passed; anything else goes to SFTConfig as is."""
+               lora_r: int | None = None, full_learning_rate: float | None = None, **extra):
+    """The course's SFTConfig (the same knobs notebook 02 writes out). lora_r and full_learning_rate are
+    accepted and ignored, so that a whole recipe can be passed; anything else goes to SFTConfig as is."""
     from trl import SFTConfig
 
     args = dict(output_dir=str(output_dir), completion_only_loss=True, max_length=max_length, packing=False,
