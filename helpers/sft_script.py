@@ -1,4 +1,4 @@
-"""Notebook 02's SFT step as a script that runs unchanged on one process or many (data parallel).
+"""Notebook 02's SFT step as a script that runs unchanged on one process or many (data parallel), and resumes.
 
     python -m helpers.sft_script --output-dir outputs/sft_script                  # one process
     CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 -m helpers.sft_script \
@@ -53,20 +53,25 @@ def main(argv: list[str] | None = None) -> None:
     from peft import get_peft_model
     from safetensors.torch import save_file
 
-    from helpers.models import load_model
-    from helpers.data import load_world
+    from helpers.checkpoints import checkpointing
     from helpers.env import seed_everything
-    from helpers.training import SFT_RECIPES, standard_lora, train_sft
+    from helpers.formats import load_rows
+    from helpers.models import load_model
+    from helpers.training import SFT_RECIPES, fit_to_length, pick_recipe, standard_lora, train_sft
 
-    parser = argparse.ArgumentParser(description="LoRA SFT on the tiny world (runs under accelerate launch).")
+    parser = argparse.ArgumentParser(description="LoRA SFT (runs under accelerate launch too).")
     parser.add_argument("--output-dir", required=True, type=Path)
-    parser.add_argument("--model", default="data/tiny-base")
+    parser.add_argument("--model", default="data/tiny-base", help="a folder or a hub id")
+    parser.add_argument("--dataset", default="data/world/sft_train.jsonl", help="chat rows in any layout")
     parser.add_argument("--max-steps", type=int, default=-1, help="-1: the recipe's epochs")
     parser.add_argument("--rows", type=int, default=0, help="use only the first N training rows (0: all)")
-    parser.add_argument("--batch-size", type=int, default=SFT_RECIPES["tiny"]["batch_size"],
-                        help="per process; the global batch is this times the number of processes")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="per process (default: the recipe's); the global batch is this times the processes")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-dir", default=None, help="save a checkpoint every --save-steps steps here")
+    parser.add_argument("--save-steps", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     args = parser.parse_args(argv)
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -75,17 +80,20 @@ def main(argv: list[str] | None = None) -> None:
     model = get_peft_model(model, standard_lora(r=args.rank))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_file(adapter_state(model), str(args.output_dir / f"adapter_init_rank{rank}.safetensors"))
-    rows = load_world("sft_train")
-    rows = rows[: args.rows] if args.rows else rows
-    trainer = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir),
-                        **{**SFT_RECIPES["tiny"], "batch_size": args.batch_size, "max_steps": args.max_steps,
-                           "seed": args.seed, "logging_steps": 1, "ddp_find_unused_parameters": False})
+    recipe = pick_recipe(SFT_RECIPES, model, batch_size=args.batch_size, lora_r=args.rank)
+    rows = load_rows(args.dataset)
+    rows, _ = fit_to_length(rows[: args.rows] if args.rows else rows, tokenizer, recipe["max_length"])
+    checkpoints = checkpointing(args.checkpoint_dir, args.save_steps, args.resume, args.model, rows=len(rows),
+                                dataset=args.dataset, recipe=recipe, max_steps=args.max_steps, seed=args.seed)
+    trainer = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir), checkpoints=checkpoints,
+                        **{**recipe, "max_steps": args.max_steps, "seed": args.seed, "logging_steps": 1,
+                           "ddp_find_unused_parameters": False})
     # Trainer.save_model writes on the main process only; each rank saves its own replica explicitly.
     save_file(adapter_state(trainer.model), str(args.output_dir / f"adapter_rank{rank}.safetensors"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     (args.output_dir / f"log_rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": world, "steps": trainer.state.global_step, "losses": losses,
-         "train_seconds": trainer.train_seconds}))
+         "train_seconds": trainer.train_seconds, "resumed_from": checkpoints["resume_from"]}))
     trainer.save_model(str(args.output_dir / "adapter"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Tear the gloo/NCCL process group down while Python is alive: left to interpreter shutdown, gloo's

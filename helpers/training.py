@@ -108,23 +108,28 @@ def quiet(trainer):
 
 
 def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
-              output_dir: str, peft_config=None, callbacks: list | None = None, **config):
+              output_dir: str, peft_config=None, callbacks: list | None = None, checkpoints: dict | None = None,
+              **config):
     """Supervised fine-tuning with TRL's SFTTrainer on chat rows; returns the trained trainer.
 
     config: `sft_config`'s keywords (a recipe: learning_rate, epochs, batch_size, max_length, ...).
     callbacks: extra TrainerCallbacks (e.g. one that measures the model every few steps).
+    checkpoints: `helpers.checkpoints.checkpointing(...)`: save every N steps and resume from the last.
     """
     from trl import SFTTrainer
 
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
+    checkpoints = checkpoints or {"args": {}, "callbacks": [], "resume_from": None}
+    config.update({k: v for k, v in checkpoints["args"].items() if k != "output_dir"})
+    output_dir = checkpoints["args"].get("output_dir", output_dir)
     stopwatch = Stopwatch()
     trainer = quiet(SFTTrainer(model=model, args=sft_config(output_dir, **config),
                                train_dataset=sft_dataset(train_rows),
                                eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
                                processing_class=tokenizer, peft_config=peft_config,
-                               callbacks=[stopwatch, *(callbacks or [])]))
-    trainer.train()
+                               callbacks=[stopwatch, *checkpoints["callbacks"], *(callbacks or [])]))
+    trainer.train(resume_from_checkpoint=checkpoints["resume_from"])
     trainer.train_seconds = stopwatch.seconds
     trainer.model.eval()
     drop_trl_forward_patch(trainer.model)

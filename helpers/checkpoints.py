@@ -1,0 +1,98 @@
+"""Training that survives a disconnect: checkpoints every N steps, resumed from the last complete one.
+
+A free Colab session can end at any moment. With `checkpoint_dir` set (on Colab, for example, a folder
+of a mounted Google Drive), a trainer saves a checkpoint every `save_steps` optimizer steps; with
+`resume=True` the next run continues from the newest *complete* one: same weights, optimizer state,
+schedule, data order and random state, so it ends where an uninterrupted run ends.
+
+The Trainer writes a checkpoint file by file. A marker, written last (write, then rename), says a
+checkpoint is complete and which model and run it belongs to: a folder cut off mid-write, or one from
+another model or run, is never loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+MARKER = "course_checkpoint.json"
+STEP = re.compile(r"^checkpoint-(\d+)$")
+
+
+def run_signature(**settings) -> str:
+    """A short fingerprint of what defines a run (model, data, recipe, adapter): a checkpoint from another
+    run has another signature."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """The folder checkpoints go to, created; a Google Drive path that is not mounted is refused."""
+    path = Path(path)
+    if str(path).startswith("/content/drive") and not Path("/content/drive/MyDrive").exists():
+        raise FileNotFoundError(f"{path} is on Google Drive, which is not mounted in this session. Run "
+                                "`from google.colab import drive; drive.mount('/content/drive')` first, "
+                                "or choose a local checkpoint_dir.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class MarkComplete(TrainerCallback):
+    """After the Trainer has written a checkpoint, mark it complete (write, then rename)."""
+
+    def __init__(self, model: str, signature: str):
+        self.model, self.signature = model, signature
+
+    def on_save(self, args, state, control, **kw):
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        tmp = folder / (MARKER + ".tmp")
+        tmp.write_text(json.dumps({"model": self.model, "run": self.signature, "step": state.global_step}))
+        os.replace(tmp, folder / MARKER)
+
+
+def last_complete_checkpoint(folder: str | Path, model: str, signature: str) -> str | None:
+    """The newest complete checkpoint of this model and run in `folder`, or None when there is none yet.
+
+    A checkpoint of another model or run is an error (resuming it would silently train something else).
+    """
+    folder = Path(folder)
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := STEP.match(p.name)) and p.is_dir()),
+                   reverse=True) if folder.exists() else []
+    for step, path in found:
+        marker = path / MARKER
+        if not marker.exists():
+            print(f"skipping {path.name}: incomplete (written when the session ended?)")
+            continue
+        info = json.loads(marker.read_text())
+        if info["model"] != model or info["run"] != signature:
+            raise ValueError(f"{path} belongs to another run (model {info['model']!r}, run {info['run']}; this one: "
+                             f"{model!r}, run {signature}). Point checkpoint_dir at an empty folder, or set "
+                             "resume=False to start over in a new folder.")
+        return str(path)
+    return None
+
+
+def checkpointing(checkpoint_dir: str | None, save_steps: int, resume: bool, model: str, **run) -> dict:
+    """Everything a notebook needs to checkpoint and resume: trainer settings, the marker callback, and the
+    checkpoint to resume from (or None). With checkpoint_dir None: no checkpoints.
+
+    run: what defines the run (dataset, recipe, adapter...), for the signature.
+    """
+    if not checkpoint_dir:
+        if resume:
+            raise ValueError("resume=True needs a checkpoint_dir to resume from.")
+        return {"args": {"save_strategy": "no"}, "callbacks": [], "resume_from": None}
+    folder = checkpoint_folder(checkpoint_dir)
+    signature = run_signature(model=model, **run)
+    resume_from = last_complete_checkpoint(folder, model, signature) if resume else None
+    if not resume and any(STEP.match(p.name) for p in folder.iterdir()):
+        raise FileExistsError(f"{folder} already holds checkpoints. Set resume=True to continue that run, or "
+                              "choose an empty checkpoint_dir: nothing is overwritten unasked.")
+    return {"args": {"output_dir": str(folder), "save_strategy": "steps", "save_steps": save_steps},
+            "callbacks": [MarkComplete(model, signature)], "resume_from": resume_from}
