@@ -6,19 +6,29 @@ from __future__ import annotations
 import torch
 from transformers import TextStreamer
 
+from helpers.env import batch_run
+
 
 @torch.no_grad()
 def chat(model, tokenizer, message: str, history: list[dict] | None = None, max_new_tokens: int = 96,
-         stream: bool = True) -> str:
-    """The model's greedy reply to `message` (after `history`, a list of chat messages), printed as it is
-    generated when stream=True; returns the reply."""
+         stream: bool | None = None) -> str:
+    """The model's greedy reply to `message` (after `history`, a list of chat messages); returns it.
+
+    stream: print the reply token by token as it is generated. By default yes in Jupyter and Colab; in
+    batch runs (papermill) the reply is printed once, whole, so that the stored notebook reads as text.
+    """
+    if stream is None:
+        stream = not batch_run()
     messages = (history or []) + [{"role": "user", "content": message}]
     enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True).to(next(model.parameters()).device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    reply = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    if not stream:
+        print(reply)
+    return reply
 
 
 def compare(models: dict, tokenizer, message: str, max_new_tokens: int = 96) -> dict[str, str]:

@@ -79,20 +79,20 @@ def last_complete_checkpoint(folder: str | Path, model: str, signature: str) -> 
 
 
 def checkpointing(checkpoint_dir: str | None, save_steps: int, resume: bool, model: str, **run) -> dict:
-    """Everything a notebook needs to checkpoint and resume: trainer settings, the marker callback, and the
-    checkpoint to resume from (or None). With checkpoint_dir None: no checkpoints.
-
-    run: what defines the run (dataset, recipe, adapter...), for the signature.
+    """Everything a notebook needs to checkpoint and resume, as a dict:
+    "output_dir" (the checkpoint folder, or None), "save" (the trainer's save_strategy/save_steps),
+    "callbacks" (the marker), "resume_from" (the checkpoint to resume from, or None).
+    With checkpoint_dir None: no checkpoints. run: what defines the run (dataset, recipe, adapter...).
     """
     if not checkpoint_dir:
         if resume:
             raise ValueError("resume=True needs a checkpoint_dir to resume from.")
-        return {"args": {"save_strategy": "no"}, "callbacks": [], "resume_from": None}
+        return {"output_dir": None, "save": {"save_strategy": "no"}, "callbacks": [], "resume_from": None}
     folder = checkpoint_folder(checkpoint_dir)
     signature = run_signature(model=model, **run)
     resume_from = last_complete_checkpoint(folder, model, signature) if resume else None
     if not resume and any(STEP.match(p.name) for p in folder.iterdir()):
         raise FileExistsError(f"{folder} already holds checkpoints. Set resume=True to continue that run, or "
                               "choose an empty checkpoint_dir: nothing is overwritten unasked.")
-    return {"args": {"output_dir": str(folder), "save_strategy": "steps", "save_steps": save_steps},
+    return {"output_dir": str(folder), "save": {"save_strategy": "steps", "save_steps": save_steps},
             "callbacks": [MarkComplete(model, signature)], "resume_from": resume_from}

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from helpers.paths import WORLD_DIR
+from helpers.paths import WORLD_DIR, resolve
 
 ROLES = ("system", "user", "assistant")
 
@@ -104,4 +104,4 @@ def read_jsonl(path: str | Path, check: Callable[[dict, str], None] | None = Non
 def load_world(name: str, world_dir: str | Path = WORLD_DIR) -> list[dict]:
     """Load one tiny-world file by short name ("sft_train", "probes", ...), validated."""
     check = next((c for prefix, c in CHECKS.items() if name.startswith(prefix)), None)
-    return read_jsonl(Path(world_dir) / f"{name}.jsonl", check)
+    return read_jsonl(Path(resolve(world_dir)) / f"{name}.jsonl", check)

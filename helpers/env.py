@@ -36,8 +36,12 @@ def quiet_known_warnings() -> None:
       about the library's own code, at every adapter.
     - In batch runs, the progress bars of datasets (tokenizing) and transformers (loading weights) would be
       stored frozen in the notebook; they are switched off there and kept in Jupyter/Colab.
+    - transformers, rotating checkpoints on a filesystem with coarse file times (containers, Colab's Drive),
+      says it falls back to ordering them by step number: which is what the course wants anyway.
     """
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    logging.getLogger("transformers.trainer_utils").addFilter(
+        lambda record: "mtime may not be reliable" not in record.getMessage())
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if batch_run():
         import datasets
@@ -113,7 +117,7 @@ def start(seed: int, output_dir: str | None = None):
     m = describe_machine()
     where = m.get("gpu") or f"{m['cpu_model']}, {m['threads']} threads"
     precision = choose_precision()
-    print(f"{m['device']} ({where}) · {precision} ({precision.reason}) · seed {seed}")
+    print(f"{m['device']} ({where}), seed {seed}\nprecision: {precision} ({precision.reason})")
     if output_dir is None:
         return None
     out = Path(output_dir)

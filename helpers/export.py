@@ -112,12 +112,12 @@ def _tokenizer_metadata(writer, tokenizer, pre: str) -> None:
 
 
 def save_gguf(model, tokenizer, path: str | Path, quant_type: str = "F16", name: str = "fine-tuned",
-              pre: str = "gpt2", overwrite: bool = False) -> Path:
+              pre: str | None = None, overwrite: bool = False) -> Path:
     """Write a (merged) Llama-architecture model and its tokenizer as one GGUF file; returns its path.
 
     quant_type: "F16" (half the bytes of fp32) or "Q8_0" (8-bit blocks of 32 with one fp16 scale: about
     a quarter). 1-D tensors stay F32; a matrix whose rows are not a multiple of 32 stays F16 in Q8_0.
-    pre: llama.cpp's pre-tokenizer name ("gpt2" for the tiny model, "smollm" for SmolLM2).
+    pre: llama.cpp's pre-tokenizer name; by default "smollm" for SmolLM2 tokenizers, else "gpt2" (the tiny model's).
     The file is written to a temporary name and renamed, so a half-written file never has the final name.
     """
     import gguf
@@ -130,6 +130,7 @@ def save_gguf(model, tokenizer, path: str | Path, quant_type: str = "F16", name:
     _refuse_overwrite(path, overwrite)
     cfg = model.config
     _check_llama(cfg)
+    pre = pre or ("smollm" if "smollm" in str(tokenizer.name_or_path).lower() else "gpt2")
     tmp = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_name(name)

@@ -120,9 +120,9 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
 
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
-    checkpoints = checkpoints or {"args": {}, "callbacks": [], "resume_from": None}
-    config.update({k: v for k, v in checkpoints["args"].items() if k != "output_dir"})
-    output_dir = checkpoints["args"].get("output_dir", output_dir)
+    checkpoints = checkpoints or {"output_dir": None, "save": {}, "callbacks": [], "resume_from": None}
+    config.update(checkpoints["save"])
+    output_dir = checkpoints["output_dir"] or output_dir
     stopwatch = Stopwatch()
     trainer = quiet(SFTTrainer(model=model, args=sft_config(output_dir, **config),
                                train_dataset=sft_dataset(train_rows),
