@@ -35,12 +35,18 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
         "01": {"max_steps": 4, "batch_size": 4, "max_train_rows": 64, "timing_repeats": 5},
         "02": {"dataset": REAL_CHAT_DATA, "max_train_rows": 32, "max_eval_rows": 6, "max_steps": 4,
                "batch_size": 4, "max_length": 192, "sweep_steps": 0, "overfit_epochs": 0},
+        "03": {"dataset": REAL_CHAT_DATA, "max_train_rows": 24, "max_eval_rows": 6, "max_steps": 3,
+               "batch_size": 4, "max_length": 192, "seeds": [0]},
+        "04": {"dataset": REAL_CHAT_DATA, "max_train_rows": 24, "max_eval_rows": 6, "max_steps": 3,
+               "batch_size": 4, "max_length": 192, "seeds": [0], "max_probes": 48},
     },
     "benchmark": {
         "01": {"max_steps": 30, "batch_size": 8, "dataset": REAL_CHAT_DATA, "max_train_rows": 480},
         "02": {"dataset": REAL_CHAT_DATA, "max_train_rows": 1024, "max_eval_rows": 32, "sweep_steps": 30,
                "sweep_ranks": [4, 64], "sweep_targets": ["q+v", "all-linear"], "sweep_seeds": [0, 1],
                "overfit_epochs": 4},
+        "03": {"dataset": REAL_CHAT_DATA, "max_train_rows": 512, "max_eval_rows": 32, "seeds": [0, 1]},
+        "04": {"dataset": REAL_CHAT_DATA, "max_train_rows": 512, "max_eval_rows": 32, "seeds": [0, 1]},
     },
 }
 

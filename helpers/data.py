@@ -105,3 +105,12 @@ def load_world(name: str, world_dir: str | Path = WORLD_DIR) -> list[dict]:
     """Load one tiny-world file by short name ("sft_train", "probes", ...), validated."""
     check = next((c for prefix, c in CHECKS.items() if name.startswith(prefix)), None)
     return read_jsonl(Path(resolve(world_dir)) / f"{name}.jsonl", check)
+
+
+def spread(rows: list, n: int | None) -> list:
+    """At most n rows taken evenly across the list (every k-th), so that a small sample still covers every
+    kind of row in a sorted file; n=None: all of them."""
+    if n is None or n >= len(rows):
+        return rows
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]

@@ -36,6 +36,8 @@ def quiet_known_warnings() -> None:
       about the library's own code, at every adapter.
     - In batch runs, the progress bars of datasets (tokenizing) and transformers (loading weights) would be
       stored frozen in the notebook; they are switched off there and kept in Jupyter/Colab.
+    - peft's prompt tuning ignores the position ids TRL passes (it shifts positions for its virtual tokens
+      itself) and says so at every forward pass.
     - transformers, rotating checkpoints on a filesystem with coarse file times (containers, Colab's Drive),
       says it falls back to ordering them by step number: which is what the course wants anyway.
     """
@@ -43,6 +45,7 @@ def quiet_known_warnings() -> None:
     logging.getLogger("transformers.trainer_utils").addFilter(
         lambda record: "mtime may not be reliable" not in record.getMessage())
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
     if batch_run():
         import datasets
         import transformers

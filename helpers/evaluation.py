@@ -39,8 +39,11 @@ def split_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict
 
 
 def token_logps(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(token t | tokens before t) for t = 1..T-1 of each row: shape (batch, T - 1)."""
-    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
+    """log p(token t | tokens before t) for t = 1..T-1 of each row: shape (batch, T - 1).
+
+    A prompt-tuned model puts its virtual tokens in front: their positions are dropped from the logits.
+    """
+    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, -ids.shape[1]:-1].float()
     return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(2)
 
 

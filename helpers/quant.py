@@ -1,4 +1,5 @@
-"""4-bit quantization from scratch (NF4, FP4, int4), checked against bitsandbytes, and its storage counted.
+"""4-bit quantization next to bitsandbytes: the FP4 and int4 codebooks, bitsandbytes' own round trip, and the bytes
+it stores, counted. NF4 and blockwise quantization themselves are written in notebook 04, where they are taught.
 
 Blockwise absmax quantization (QLoRA, Dettmers et al. 2023): cut the flattened weight into blocks of
 64 values, divide each block by its absolute maximum (the block's *absmax*, stored in fp32), round
@@ -10,10 +11,6 @@ from __future__ import annotations
 
 import torch
 
-# The outermost quantile NF4 uses: halfway between 1 - 1/32 and 1 - 1/30 (the extreme quantile
-# positions for 16 and 15 levels), so that Φ⁻¹ stays finite. bitsandbytes hard-codes it as 0.9677083.
-NF4_OFFSET = 1 - (1 / 32 + 1 / 30) / 2
-
 
 def require_bitsandbytes():
     """bitsandbytes, or a clear error saying how to install it."""
@@ -23,20 +20,6 @@ def require_bitsandbytes():
         raise ImportError("This step needs bitsandbytes (4-bit layers and the reference NF4 kernels): "
                           "pip install 'bitsandbytes>=0.46' (on Colab too; it runs on CPU and CUDA).") from err
     return bitsandbytes
-
-
-def nf4_codebook(offset: float = NF4_OFFSET) -> torch.Tensor:
-    """The 16 NF4 levels, sorted, in [-1, 1]: quantiles of N(0, 1), asymmetric so that 0 is exact.
-
-    8 positive levels: Φ⁻¹ at 8 evenly spaced probabilities from `offset` down to (not including) 0.5;
-    7 negative levels the same way with 7 points; plus an exact 0; divided by the largest. Shape (16,).
-    """
-    probs_pos = torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1]
-    probs_neg = torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1]
-    levels = torch.cat([torch.special.ndtri(probs_pos), torch.zeros(1, dtype=torch.float64),
-                        -torch.special.ndtri(probs_neg)])
-    levels = levels.sort().values
-    return (levels / levels.max()).float()
 
 
 def fp4_codebook() -> torch.Tensor:
@@ -53,43 +36,6 @@ def fp4_codebook() -> torch.Tensor:
 def int4_codebook() -> torch.Tensor:
     """Symmetric absmax int4: the integers -7..7 divided by 7 (15 evenly spaced levels, 0 exact)."""
     return torch.arange(-7, 8, dtype=torch.float32) / 7
-
-
-CODEBOOKS = {"nf4": nf4_codebook, "fp4": fp4_codebook, "int4": int4_codebook}
-
-
-def quantize_blockwise(x: torch.Tensor, codebook: torch.Tensor, blocksize: int = 64):
-    """(indices uint8 of shape (n,), absmax fp32 of shape (ceil(n / blocksize),)) for any-shaped x.
-
-    Rounds to the nearest level; a value exactly halfway goes to the lower level, as in bitsandbytes.
-    The last block may be partial (zero padding does not change an absmax).
-    """
-    flat = x.detach().reshape(-1).float()
-    codebook = codebook.to(flat.device)
-    n = flat.numel()
-    padded = torch.nn.functional.pad(flat, (0, -n % blocksize)).view(-1, blocksize)
-    absmax = padded.abs().max(dim=1).values
-    # multiply by the reciprocal (not divide), as bitsandbytes does, so ties fall the same way
-    scaled = torch.clamp(padded * (1.0 / absmax.clamp(min=1e-38))[:, None], -1, 1).reshape(-1)[:n]
-    midpoints = (codebook[:-1] + codebook[1:]) / 2
-    indices = torch.bucketize(scaled, midpoints).to(torch.uint8)
-    return indices, absmax
-
-
-def dequantize_blockwise(indices: torch.Tensor, absmax: torch.Tensor, codebook: torch.Tensor,
-                         shape, blocksize: int = 64) -> torch.Tensor:
-    """codebook[index] * absmax of its block, reshaped to `shape` (fp32)."""
-    values = codebook.to(indices.device)[indices.long()]
-    n = values.numel()
-    scales = absmax.repeat_interleave(blocksize)[:n]
-    return (values * scales).reshape(shape)
-
-
-def roundtrip(x: torch.Tensor, dtype_name: str, blocksize: int = 64) -> torch.Tensor:
-    """x quantized to 'nf4', 'fp4' or 'int4' and back (from scratch)."""
-    codebook = CODEBOOKS[dtype_name]()
-    indices, absmax = quantize_blockwise(x, codebook, blocksize)
-    return dequantize_blockwise(indices, absmax, codebook, x.shape, blocksize)
 
 
 def pack_nibbles(indices: torch.Tensor) -> torch.Tensor:

@@ -1,47 +1,56 @@
-"""Notebook 04: NF4 built by hand equals bitsandbytes, double quantization counted, QLoRA close to LoRA."""
+"""Notebook 04: NF4 built by hand equals bitsandbytes (on real weights too), double quantization counted,
+QLoRA against LoRA over seeds; on the tiny model and on the real one."""
 import pytest
 
 from helpers.quant import bits_per_param_formula
 
 
-def test_nf4_codebook_matches_bitsandbytes(notebook_metrics):
-    assert notebook_metrics("04")["nf4_codebook_max_abs_diff"] < 1e-6
+@pytest.fixture(params=["tiny", "real"])
+def metrics(request, notebook_metrics, real_notebook_metrics):
+    return notebook_metrics("04") if request.param == "tiny" else real_notebook_metrics("04")
 
 
-def test_from_scratch_quantization_matches_bitsandbytes(notebook_metrics):
-    assert notebook_metrics("04")["from_scratch_vs_bnb_max_abs_diff"] < 1e-5
+def test_nf4_codebook_and_quantizer_match_bitsandbytes(metrics):
+    assert metrics["nf4_codebook_max_abs_diff"] < 1e-6
+    assert metrics["from_scratch_vs_bnb_max_abs_diff"] < 1e-5 and metrics["from_scratch_same_bytes"] is True
 
 
-def test_double_quantization_bits_per_param(notebook_metrics):
-    m = notebook_metrics("04")
-    assert m["bits_per_param_formula_dq"] == pytest.approx(4 + 8 / 64 + 32 / (64 * 256))
-    assert abs(m["bits_per_param_dq"] - bits_per_param_formula(double_quant=True)) < 0.02
-    assert abs(m["bits_per_param_no_dq"] - 4.5) < 0.02
-    assert m["bits_per_param_dq"] < m["bits_per_param_no_dq"]
+def test_double_quantization_bits_per_param(metrics):
+    assert metrics["bits_per_param_formula_dq"] == pytest.approx(4 + 8 / 64 + 32 / (64 * 256))
+    assert abs(metrics["bits_per_param_dq"] - bits_per_param_formula(double_quant=True)) < 0.02
+    assert abs(metrics["bits_per_param_no_dq"] - 4.5) < 0.02
+    assert metrics["bits_per_param_dq"] < metrics["bits_per_param_no_dq"]
 
 
-def test_nf4_error_below_fp4_and_int4_on_gaussian_data(notebook_metrics):
-    err = notebook_metrics("04")["quant_error"]["gaussian"]
+def test_nf4_error_below_fp4_and_int4_on_gaussian_data(metrics):
+    err = metrics["quant_error"]["gaussian"]
     assert err["nf4"]["mse"] < err["fp4"]["mse"] and err["nf4"]["mse"] < err["int4"]["mse"]
     assert err["nf4"]["mae"] < err["fp4"]["mae"] and err["nf4"]["mae"] < err["int4"]["mae"]
 
 
-def test_quant_error_reported_for_real_weights(notebook_metrics):
-    errors = notebook_metrics("04")["quant_error"]
-    assert len(errors) > 1 and all(set(v) == {"nf4", "fp4", "int4"} for v in errors.values())
+def test_quant_error_reported_for_every_weight_of_the_first_block(metrics):
+    errors = metrics["quant_error"]
+    assert len(errors) == 8 and all(set(v) == {"nf4", "fp4", "int4"} for v in errors.values())
 
 
-def test_4bit_footprint_smaller_than_fp32(notebook_metrics):
-    fp = notebook_metrics("04")["footprint_bytes"]
-    assert fp["4bit"] < fp["bf16"] < fp["fp32"]
+def test_4bit_footprint_smaller_than_bf16_and_fp32(metrics):
+    fp = metrics["footprint_bytes"]
+    assert fp["4-bit NF4"] < fp["bf16"] < fp["fp32"]
 
 
-def test_4bit_model_keeps_its_knowledge(notebook_metrics):
-    acc = notebook_metrics("04")["fact_probe_accuracy"]
-    assert acc["after"] >= acc["before"] - 0.10
+def test_4bit_nf4_model_keeps_its_knowledge(metrics):
+    q = metrics["quality_4bit"]
+    assert q["4-bit NF4 + DQ (bitsandbytes)"]["fact probes"] >= q["fp32"]["fact probes"] - 0.10
 
 
-def test_qlora_close_to_lora(notebook_metrics):
+def test_qlora_and_lora_both_learn(metrics):
+    before, after = metrics["heldout_loss_before"], metrics["heldout_loss_after"]
+    assert after["LoRA"] < before
+    assert len(metrics["qlora_runs"]) == 2 * len(metrics["seeds"])
+
+
+def test_qlora_ties_lora_over_three_seeds_on_the_tiny_world(notebook_metrics):
     m = notebook_metrics("04")
-    assert abs(m["qlora_exact_match"] - m["lora_exact_match"]) <= 0.10
-    assert abs(m["qlora_exact_match_train"] - m["lora_exact_match_train"]) <= 0.10
+    assert m["seeds"] == [0, 1, 2] and m["qlora_vs_lora_score"] == "exact match"
+    assert m["qlora_vs_lora_tie"] is True, m["qlora_vs_lora"]
+    assert m["heldout_loss_after"]["QLoRA"] < m["heldout_loss_before"]
