@@ -41,6 +41,9 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
                "batch_size": 4, "max_length": 192, "seeds": [0], "max_probes": 48},
         "05": {"dataset": REAL_PREFERENCE_DATA, "max_train_rows": 32, "max_eval_rows": 12, "max_steps": 2,
                "batch_size": 2, "max_length": 128, "sweep_betas": [], "max_probes": 32, "check_pairs": 4},
+        "06": {"seeds": [0], "max_steps": 3, "batch_size": 4, "ranks": [], "replay_ratios": [0.25],
+               "max_probes": 32, "max_skill_rows": 8, "put_back": False, "alignment_tax": False,
+               "measure_every": 3},
     },
     "benchmark": {
         "01": {"max_steps": 30, "batch_size": 8, "dataset": REAL_CHAT_DATA, "max_train_rows": 480},
@@ -51,6 +54,8 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
         "04": {"dataset": REAL_CHAT_DATA, "max_train_rows": 512, "max_eval_rows": 32, "seeds": [0, 1]},
         "05": {"dataset": REAL_PREFERENCE_DATA, "max_train_rows": 512, "max_eval_rows": 64,
                "sweep_betas": [0.1, 0.5]},
+        "06": {"seeds": [0, 1], "max_steps": 60, "ranks": [16], "replay_ratios": [0.25], "max_probes": 96,
+               "max_skill_rows": 50, "measure_every": 20},
     },
 }
 
