@@ -37,8 +37,8 @@ def train_adapter(base, train_rows: list[dict], output_dir: str | Path, peft_con
     elif tokenizer is None:
         raise ValueError("train_adapter got a loaded model without its tokenizer: pass tokenizer=...")
     overrides.setdefault("seed", seed)
-    overrides.setdefault("data_seed", seed)
-    trainer = train_sft(base, tokenizer, train_rows, output_dir=str(output_dir), peft_config=peft_config, **overrides)
+    trainer = train_sft(base, tokenizer, train_rows, output_dir=str(output_dir), peft_config=peft_config,
+                        **overrides)
     trainer.model.save_pretrained(str(output_dir))
     return trainer
 
