@@ -18,9 +18,12 @@ Activations and the peak are a model of what PyTorch keeps (flash SDPA, no dropo
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from helpers.arch import LLAMA_LINEARS as LINEARS
 from helpers.arch import llama_block_shapes
@@ -247,6 +250,57 @@ def measured_training_bytes(model, optimizer) -> dict[str, int]:
             "gradients": tensor_bytes(p.grad for p in params if p.grad is not None),
             "optimizer_states": tensor_bytes(states),
             "optimizer_tensors": len(states)}
+
+
+class PeakTensorBytes(TorchDispatchMode):
+    """The peak of the bytes held by live tensors during a block, on any device (a CPU has no memory counter).
+
+        with PeakTensorBytes(model, optimizer) as peak:
+            one_training_step(model, optimizer)
+        peak.peak_bytes
+
+    Counts every tensor storage that exists when the block starts (the model's parameters and buffers, the
+    gradients, the optimizer's state) and every storage an operation creates inside it, each once, until
+    it is freed. That is what an allocator must hold, without its caching and fragmentation: the quantity
+    the estimator predicts (torch.cuda.max_memory_allocated is the same count on a GPU, plus its rounding).
+    """
+
+    def __init__(self, model=None, optimizer=None):
+        super().__init__()
+        self.current = self.peak_bytes = 0
+        self._refs = {}
+        self._start = list(model.parameters()) + list(model.buffers()) if model is not None else []
+        if optimizer is not None:
+            self._start += [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            self._start += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+
+    def _track(self, t: torch.Tensor) -> None:
+        if t.is_meta or not t.untyped_storage().nbytes():
+            return
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), t.device)
+        if key in self._refs:
+            return
+        nbytes = storage.nbytes()
+        self.current += nbytes
+        self.peak_bytes = max(self.peak_bytes, self.current)
+        self._refs[key] = weakref.ref(storage, lambda _, key=key, n=nbytes: self._free(key, n))
+
+    def _free(self, key, nbytes: int) -> None:
+        if self._refs.pop(key, None) is not None:
+            self.current -= nbytes
+
+    def __enter__(self):
+        for t in self._start:
+            self._track(t.data if isinstance(t, torch.nn.Parameter) else t)
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
 
 
 def one_training_step(model, optimizer, batch_size: int = 2, seq_len: int = 32, seed: int = 0) -> float:
