@@ -46,6 +46,8 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
                "measure_every": 3},
         "07": {"steps": {"facts": 3, "skill": 3, "persona": 3}, "batch_size": 4, "max_eval_rows": 2,
                "timing_repeats": 3, "combination_types": ["cat"]},
+        "08": {"dataset": REAL_CHAT_DATA, "batch_size": 2, "seq_len": 64, "timed_steps": 1,
+               "gen_tokens": 8, "launch_steps": 3},
     },
     "benchmark": {
         "01": {"max_steps": 30, "batch_size": 8, "dataset": REAL_CHAT_DATA, "max_train_rows": 480},
@@ -59,6 +61,7 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
         "06": {"seeds": [0, 1], "max_steps": 60, "ranks": [16], "replay_ratios": [0.25], "max_probes": 96,
                "max_skill_rows": 50, "measure_every": 20},
         "07": {"steps": {"facts": 100, "skill": 100, "persona": 60}, "max_eval_rows": 32},
+        "08": {"dataset": REAL_CHAT_DATA, "batch_size": 4, "seq_len": 256},
     },
 }
 

@@ -21,11 +21,12 @@ import re
 from pathlib import Path
 
 from helpers.data import DatasetError, check_chat_row, check_messages, check_preference_row, read_jsonl
-from helpers.paths import WORLD_DIR, resolve
+from helpers.paths import ROOT, WORLD_DIR, resolve
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".gz")  # a name ending so is a file, never a hub id
 SPLIT_ALIASES = {"train": ["train_sft", "train_prefs", "train_gen"], "test": ["test_sft", "test_prefs", "validation",
                                                                              "valid", "test_gen"]}
 
@@ -145,6 +146,9 @@ def load_rows(dataset: str, split: str = "train", kind: str = "chat", limit: int
             items = [(f"{path}, item {i}", r) for i, r in enumerate(raw, start=1)]
         else:
             items = [(f"{path}, line {line}", r) for line, r in read_jsonl(path, with_lines=True)]
+    elif str(dataset).endswith(LOCAL_SUFFIXES) or str(dataset).startswith((".", "/", "~")):
+        raise DatasetError(f"{dataset}: no such file (looked in {Path.cwd()} and {ROOT}). Give a path that "
+                           "exists, or a hub dataset id such as 'tatsu-lab/alpaca'")
     else:
         split, data = _hub_split(dataset, split)
         items = ((f"{dataset}[{split}], row {i}", r) for i, r in enumerate(data))

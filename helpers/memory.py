@@ -13,13 +13,13 @@ decoder (embeddings, L x [RMSNorm, q/k/v/o, RMSNorm, gate/up/down], final norm, 
 
 Parameter and optimizer-state bytes are exact (tests check them against a real model and optimizer).
 Activations and the peak are a model of what PyTorch keeps (flash SDPA, no dropout, no padding mask);
-`measure_peak_cuda` checks them with torch.cuda.max_memory_allocated on a GPU.
+`training_peak` measures them (live tensor bytes on a CPU, torch.cuda.max_memory_allocated on a GPU).
 """
 from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -115,9 +115,13 @@ def lora_tensors(config, r: int = 16, target_modules="all-linear") -> list[int]:
 
 
 def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = 64) -> float:
-    """Bytes of one NF4 weight: 4 bits each + absmax per block (8-bit + fp32 per 256 blocks with double quantization)."""
+    """Bytes of one NF4 weight as bitsandbytes stores it: 4 bits each, an absmax per block (fp32, or with
+    double quantization uint8 + an fp32 scale per 256 blocks) and the constants (the 16-level code; with
+    double quantization also the 256-entry code of the absmaxes and their fp32 mean)."""
     blocks = -(-numel // blocksize)
-    return numel / 2 + (blocks + 4 * -(-blocks // 256) if double_quant else 4 * blocks)
+    if double_quant:
+        return numel / 2 + blocks + 4 * -(-blocks // 256) + 16 * 4 + 256 * 4 + 4
+    return numel / 2 + 4 * blocks + 16 * 4
 
 
 def optimizer_state_bytes(tensors: list[int], param_bytes: int, optimizer: str = "adamw") -> int:
@@ -133,28 +137,26 @@ def optimizer_state_bytes(tensors: list[int], param_bytes: int, optimizer: str =
 
 def layer_activation_bytes(shape: ModelShape, a: int, method: str, targets=LINEARS, r: int = 16,
                            adapter_bytes: int = 4) -> float:
-    """Bytes autograd keeps per token for one decoder block (a = bytes of the compute dtype).
-
-    RMSNorm keeps its fp32 input (4h) and, when its weight trains, the normalised copy (a h); SDPA keeps
-    q, k, v, its output and a fp32 logsumexp per head; SiLU-gated MLP keeps gate, up, silu(gate) (3 a i).
-    A linear layer keeps its input only when its weight trains (full) or a LoRA A reads it (cast to the
-    adapter's dtype when that differs: a private copy per layer), plus the r-wide LoRA hidden.
-    """
+    """Bytes autograd keeps per token for one decoder block; a = bytes of the compute dtype."""
     h, i = shape.hidden_size, shape.intermediate_size
     q, kv = shape.num_heads * shape.hd, shape.num_kv_heads * shape.hd
-    total = 2 * (4 * h + 4) + a * (2 * q + 2 * kv) + 4 * shape.num_heads + 3 * a * i
-    inputs = {"q_proj": ("n1", h), "k_proj": ("n1", h), "v_proj": ("n1", h), "o_proj": ("attn", q),
-              "gate_proj": ("n2", h), "up_proj": ("n2", h), "down_proj": ("prod", i)}
-    if method == "full":
-        return total + 2 * a * h + a * h * 2 + a * i  # normalised copies, the two norm outputs, the MLP product
-    shared = set()
-    for name in targets:
-        key, width = inputs[name]
+    total = (2 * (4 * h + 4)              # two RMSNorms: fp32 input + fp32 1/rms per token
+             + a * (2 * q + 2 * kv)       # SDPA: q, k, v and its output (never the s x s scores)
+             + 4 * shape.num_heads        # SDPA: fp32 logsumexp per head
+             + 3 * a * i)                 # SiLU-gated MLP: gate, up, silu(gate)
+    if method == "full":                  # every weight trains: each linear layer's input is kept
+        return total + 2 * a * h + 2 * a * h + a * i   # normed copies, norm outputs, MLP product
+    inputs = {"q_proj": ("norm1", h), "k_proj": ("norm1", h), "v_proj": ("norm1", h),
+              "o_proj": ("attn", q), "gate_proj": ("norm2", h), "up_proj": ("norm2", h),
+              "down_proj": ("product", i)}
+    kept = set()
+    for name in targets:                  # LoRA: B needs A's r-wide output, A needs the input
+        source, width = inputs[name]
         total += adapter_bytes * r
-        if a != adapter_bytes:
+        if a != adapter_bytes:            # input cast to the adapter's dtype: a copy per layer
             total += adapter_bytes * width
-        elif key not in shared and key != "attn":  # the attention output is already kept by SDPA
-            shared.add(key)
+        elif source not in kept and source != "attn":   # shared by the layers reading it;
+            kept.add(source)                             # SDPA's output is already counted
             total += a * width
     return total
 
@@ -179,26 +181,35 @@ def estimate_memory(config, method: str = "lora", dtype: str = "bfloat16", batch
     else:
         trainable, train_bytes = lora_tensors(shape, lora_r, targets), 4
         base_linear = sum(nf4_bytes(n) for n in tensors["linear"]) if method == "qlora" else n_linear * a
-        weights = base_linear + n_other * a + sum(trainable) * 4
-    gradients = sum(trainable) * train_bytes
+        # prepare_model_for_kbit_training (which QLoRA needs) casts the unquantized rest to fp32
+        weights = base_linear + n_other * (4 if method == "qlora" else a) + sum(trainable) * 4
     states = optimizer_state_bytes(trainable, train_bytes, optimizer)
     tokens = batch_size * seq_len
     per_layer = layer_activation_bytes(shape, a, "full" if method == "full" else "lora", targets, lora_r)
-    if gradient_checkpointing:  # keep each block's input, recompute one block at a time in backward
-        layers = tokens * (shape.num_layers * a * shape.hidden_size + per_layer)
-    else:
-        layers = tokens * shape.num_layers * per_layer
     final_norm = tokens * (4 * shape.hidden_size + (2 * a * shape.hidden_size if method == "full" else 0))
     # loss: log_softmax output (fp32) kept; at the start of backward also its gradient and nll's (12 V per token)
     logits = tokens * 12 * shape.vocab_size
     if method == "full":  # then lm_head's weight gradient arrives while every activation is still alive
         logits = max(logits, tokens * a * shape.vocab_size + shape.vocab_size * shape.hidden_size * a)
-    activations = layers + final_norm + logits
-    step_extra = (sum(trainable) if foreach else max(trainable)) * train_bytes if optimizer == "adamw" else 0
-    forward_backward = weights + states + activations
+    gradients = sum(trainable) * train_bytes
+    if gradient_checkpointing:
+        # Each block's input is kept; backward first frees the loss's tensors, then recomputes one block
+        # at a time, with the gradient flowing in and out of it (2 a h per token), while the gradients of
+        # the blocks above already exist (all of them, at worst).
+        kept = tokens * shape.num_layers * a * shape.hidden_size
+        block = tokens * (per_layer + 2 * a * shape.hidden_size)
+        activations = kept + max(final_norm + logits, block)
+        forward_backward = weights + states + kept + max(final_norm + logits, block + gradients)
+    else:
+        activations = tokens * shape.num_layers * per_layer + final_norm + logits
+        forward_backward = weights + states + activations
+    # AdamW's update needs temporaries: the multi-tensor (foreach) step one copy of all the states' size, the
+    # single-tensor step two of the largest tensor (sqrt(exp_avg_sq), then its quotient)
+    step_extra = (sum(trainable) if foreach else 2 * max(trainable)) * train_bytes if optimizer == "adamw" else 0
     optimizer_step = weights + states + gradients + step_extra
     return {"weights": weights, "gradients": gradients, "optimizer_states": states, "activations": activations,
             "peak": max(forward_backward, optimizer_step), "trainable_parameters": sum(trainable),
+            "peak_phase": "backward" if forward_backward >= optimizer_step else "optimizer step",
             "parameters": n_linear + n_other + (sum(trainable) if method != "full" else 0)}
 
 
@@ -242,11 +253,24 @@ def module_bytes(module: torch.nn.Module) -> int:
     return tensor_bytes(list(module.parameters()) + list(module.buffers()))
 
 
+def quant_state_tensors(model) -> list[torch.Tensor]:
+    """The tensors a bitsandbytes 4-bit weight keeps beside its packed data (absmax, codes, offset): not
+    parameters or buffers, so `model.parameters()` misses them. Empty for an unquantized model."""
+    out = []
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        for s in (state, getattr(state, "state2", None)):
+            if s is not None:
+                out += [t for t in (s.absmax, s.code, getattr(s, "offset", None)) if torch.is_tensor(t)]
+    return out
+
+
 def measured_training_bytes(model, optimizer) -> dict[str, int]:
-    """Exact bytes held by parameters (each shared tensor once), gradients and optimizer state tensors."""
+    """Exact bytes held by the weights (parameters, each shared tensor once, and 4-bit quantization state),
+    the gradients and the optimizer's state tensors."""
     params = {p.data_ptr(): p for p in model.parameters()}.values()
     states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-    return {"weights": tensor_bytes(params),
+    return {"weights": tensor_bytes(params) + tensor_bytes(quant_state_tensors(model)),
             "gradients": tensor_bytes(p.grad for p in params if p.grad is not None),
             "optimizer_states": tensor_bytes(states),
             "optimizer_tensors": len(states)}
@@ -269,7 +293,9 @@ class PeakTensorBytes(TorchDispatchMode):
         super().__init__()
         self.current = self.peak_bytes = 0
         self._refs = {}
-        self._start = list(model.parameters()) + list(model.buffers()) if model is not None else []
+        self._start = []
+        if model is not None:
+            self._start = [*model.parameters(), *model.buffers(), *quant_state_tensors(model)]
         if optimizer is not None:
             self._start += [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             self._start += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
@@ -343,38 +369,17 @@ def generate_tokens_per_second(model, tokenizer, prompts: list[str], max_new_tok
     return (out.shape[1] - enc["input_ids"].shape[1]) * len(prompts) / (time.perf_counter() - start)
 
 
-def random_model(shape: ModelShape, dtype=torch.float32, device: str = "cpu"):
-    """A randomly initialised Qwen2 (q/k/v bias) or Llama model with a published shape: no download."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    common = dict(hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
-                  intermediate_size=shape.intermediate_size, num_attention_heads=shape.num_heads,
-                  num_key_value_heads=shape.num_kv_heads, vocab_size=shape.vocab_size,
-                  tie_word_embeddings=shape.tie_embeddings, max_position_embeddings=4096)
-    cls, cfg = (Qwen2ForCausalLM, Qwen2Config(**common)) if shape.qkv_bias else (LlamaForCausalLM, LlamaConfig(**common))
-    cfg._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = cls(cfg).to(dtype)
-    return model
-
-
-def measure_peak_cuda(shape: ModelShape, method: str = "lora", dtype: str = "bfloat16", batch_size: int = 4,
-                      seq_len: int = 512, lora_r: int = 16, steps: int = 2) -> int | None:
-    """torch.cuda.max_memory_allocated over `steps` training steps (AdamW), or None without a GPU."""
-    if not torch.cuda.is_available():
-        return None
-    from peft import LoraConfig, get_peft_model
-
-    torch.cuda.empty_cache()
-    model = random_model(shape, getattr(torch, dtype), "cuda")
-    if method == "lora":
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=list(LINEARS)))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    torch.cuda.reset_peak_memory_stats()
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        one_training_step(model, optimizer, batch_size, seq_len, seed=step)
-    peak = torch.cuda.max_memory_allocated()
-    del model, optimizer
-    torch.cuda.empty_cache()
-    return peak
+def training_peak(model, optimizer, batch_size: int = 2, seq_len: int = 32, seed: int = 0) -> dict:
+    """Peak bytes of one training step after a first one (so the optimizer state exists), as the estimator
+    counts them: on a GPU torch.cuda.max_memory_allocated, elsewhere `PeakTensorBytes`."""
+    one_training_step(model, optimizer, batch_size, seq_len, seed=seed)
+    optimizer.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        one_training_step(model, optimizer, batch_size, seq_len, seed=seed + 1)
+        return {"peak": torch.cuda.max_memory_allocated(), "counter": "torch.cuda.max_memory_allocated"}
+    with PeakTensorBytes(model, optimizer) as peak:
+        one_training_step(model, optimizer, batch_size, seq_len, seed=seed + 1)
+    return {"peak": peak.peak_bytes, "counter": "PeakTensorBytes (live tensor storage)"}

@@ -39,10 +39,10 @@ def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], title: str = ""
 
 
 def bar(values: dict[str, float], title: str = "", ylabel: str = "", log: bool = False, ax=None,
-        rotation: int = 0, fmt: str = "{:.3g}"):
-    """One bar per entry, each labelled with its value."""
+        rotation: int = 0, fmt: str = "{:.3g}", wrap: int = 16):
+    """One bar per entry, each labelled with its value; names longer than `wrap` characters are wrapped."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    labels = [textwrap.fill(k, 16) for k in values]  # long names on two lines, not over their neighbours
+    labels = [textwrap.fill(k, wrap) for k in values]  # long names on two lines, not over their neighbours
     bars = ax.bar(labels, list(values.values()), color="tab:blue")
     ax.bar_label(bars, labels=[fmt.format(v) for v in values.values()], fontsize=8, padding=2)
     ax.set(title=title, ylabel=ylabel)
@@ -60,3 +60,12 @@ def save_metrics(metrics: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     return path
+
+
+def show_source(obj) -> None:
+    """Display a function's source as a code block: a formula in view, while it is defined once in helpers."""
+    import inspect
+
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"```python\n{inspect.getsource(obj)}```"))

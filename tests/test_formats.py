@@ -113,3 +113,8 @@ def test_split_rows_is_seeded_and_refuses_impossible_sizes():
 def test_world_datasets_are_recognised():
     assert is_world_dataset("data/world/sft_train.jsonl")
     assert not is_world_dataset("data/real/alpaca_5000.json")
+
+
+def test_a_missing_local_file_is_named_not_looked_up_on_the_hub():
+    with pytest.raises(DatasetError, match="no such file"):
+        load_rows("../data/real/no_such_file.json")

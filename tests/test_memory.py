@@ -72,3 +72,62 @@ def test_checkpointing_and_batch_move_activations_only():
     assert small["weights"] == big["weights"] == ckpt["weights"]
     assert big["activations"] == pytest.approx(8 * small["activations"])
     assert ckpt["activations"] < big["activations"] / 2
+
+
+def _qlora_model():
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    from helpers import quant
+
+    quant.patch_cpu_dequantize()
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.float32)
+    model, _ = load_model("data/tiny-base", quantization_config=config, device_map="cpu")
+    quant.keep_bnb_layout(model)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+
+
+def test_qlora_bytes_are_exact():
+    model = _qlora_model()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    one_training_step(model, opt)
+    measured = measured_training_bytes(model, opt)
+    est = estimate_memory(model.config, "qlora", dtype="float32", lora_r=8)
+    for part in ("weights", "gradients", "optimizer_states"):
+        assert est[part] == measured[part], (part, est[part], measured[part])
+
+
+def test_peak_tensor_bytes_follows_allocations():
+    from helpers.memory import PeakTensorBytes
+
+    before = torch.zeros(1000)  # exists before the block, and no model is given: not counted
+    with PeakTensorBytes() as peak:
+        a = torch.ones(500) * 2      # 2000 bytes (the ones() temporary is freed at once)
+        b = torch.ones(1000) + a.sum()
+        del a, b
+        c = torch.ones(250)
+    # at the addition: a (2000), ones(1000) (4000), the scalar sum (4) and the result b (4000)
+    assert peak.peak_bytes == 2000 + 4000 + 4 + 4000
+    assert peak.current == 1000 and before.numel() == 1000 and c.numel() == 250
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_estimated_peak_is_close_to_measured(method, checkpointing):
+    from helpers.memory import training_peak
+
+    if method == "qlora":
+        model = _qlora_model()
+    else:
+        model, _ = load_model("data/tiny-base", dtype=torch.float32)
+    if checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if method == "lora":
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    measured = training_peak(model, opt, batch_size=8, seq_len=128)["peak"]
+    est = estimate_memory(model.config, method, dtype="float32", batch_size=8, seq_len=128, lora_r=8,
+                          gradient_checkpointing=checkpointing, foreach=False)["peak"]
+    assert abs(est / measured - 1) < 0.12, (est, measured)
