@@ -18,8 +18,10 @@ from helpers.env import in_colab
 from helpers.paths import ROOT
 
 COLAB_REQUIREMENTS = ROOT / "requirements-colab.txt"
-# Modules a Colab kernel has imported before the first cell: reinstalling one of them needs a restart.
+# Packages Colab provides and may have imported before the first cell: the course never reinstalls them.
 PREIMPORTED = ("numpy", "matplotlib", "pandas", "torch", "ipywidgets", "PIL")
+# Modules whose loaded version is compared with the installed one: a difference means "restart".
+STALE_CHECKED = (*PREIMPORTED, "pyarrow")
 
 
 def pins(path: Path = COLAB_REQUIREMENTS) -> dict[str, str]:
@@ -38,7 +40,7 @@ def pins(path: Path = COLAB_REQUIREMENTS) -> dict[str, str]:
 def stale_modules() -> dict[str, tuple[str, str]]:
     """Imported modules whose installed version differs from the one running: {name: (running, installed)}."""
     out = {}
-    for name in PREIMPORTED:
+    for name in STALE_CHECKED:
         module = sys.modules.get(name)
         running = getattr(module, "__version__", None) if module else None
         if running is None:

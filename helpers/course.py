@@ -48,6 +48,10 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
                "timing_repeats": 3, "combination_types": ["cat"]},
         "08": {"dataset": REAL_CHAT_DATA, "batch_size": 2, "seq_len": 64, "timed_steps": 1,
                "gen_tokens": 8, "launch_steps": 3},
+        "09": {"reward": "reversal_partial", "warmup_sft_steps": 16, "max_steps": 2,
+               "prompts_per_step": 2, "num_generations": 4,
+               "seeds": [0], "hack_steps": 0, "generations_sweep": [], "max_eval_rows": 8,
+               "max_probes": 16},
     },
     "benchmark": {
         "01": {"max_steps": 30, "batch_size": 8, "dataset": REAL_CHAT_DATA, "max_train_rows": 480},
@@ -62,6 +66,7 @@ REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
                "max_skill_rows": 50, "measure_every": 20},
         "07": {"steps": {"facts": 100, "skill": 100, "persona": 60}, "max_eval_rows": 32},
         "08": {"dataset": REAL_CHAT_DATA, "batch_size": 4, "seq_len": 256},
+        "09": {"seeds": [0, 1], "generations_sweep": [4, 8], "max_eval_rows": 48, "max_probes": 96},
     },
 }
 
@@ -147,7 +152,7 @@ SETUP_MARK = "# written by `python -m helpers.course --sync`"
 
 
 def setup_cell_source() -> str:
-    return f'''# Setup. On Colab: fetch the course, install only what Colab lacks, check the runtime. Locally: nothing.
+    return f'''# Setup. On Colab: fetch the course, install what Colab lacks, check the runtime. Locally: nothing.
 import os, subprocess, sys
 if "google.colab" in sys.modules and not os.path.exists("/content/course"):
     {SETUP_MARK}

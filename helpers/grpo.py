@@ -1,0 +1,245 @@
+"""Reinforcement learning with verifiable rewards (GRPO): tasks whose answers a rule can check, reward
+functions, the recipe and config, and a batch as TRL's GRPOTrainer builds it.
+
+A reward function follows TRL's contract: `f(prompts, completions, **columns) -> list[float]`, one number
+per completion; `columns` are the dataset's other fields (here `letters`, the checkable answer), repeated
+for each completion of a prompt. `checked(f)` wraps one so that a wrong return fails with a clear message.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import torch
+
+from helpers.data import DatasetError
+from helpers.world import SKILL_PROMPT
+
+# One recipe per model scale (helpers.training.pick_recipe picks it). warmup_sft_steps: SFT steps before
+# RL, so that the policy sometimes succeeds (a group whose answers all score 0 teaches nothing).
+# Measured on the tiny model (notebook 09): 2e-3 degraded exact accuracy, 1e-3 raised it. Real models:
+# peers use ~1e-6 (full) to ~1e-5 (LoRA) over hundreds of steps; 5e-5 suits the short runs here.
+GRPO_RECIPES = {
+    "tiny": {"learning_rate": 1e-3, "max_steps": 60, "prompts_per_step": 8, "num_generations": 8,
+             "temperature": 1.0, "beta": 0.04, "max_completion_length": 16, "lora_r": 8,
+             "warmup_sft_steps": 80},
+    "real": {"learning_rate": 5e-5, "max_steps": 30, "prompts_per_step": 4, "num_generations": 8,
+             "temperature": 1.0, "beta": 0.04, "max_completion_length": 24, "lora_r": 8,
+             "warmup_sft_steps": 60},
+}
+
+LETTERS = re.compile(r"\b[a-z]\b(?:[ ,]+\b[a-z]\b)*")
+
+
+def completion_text(completion) -> str:
+    """The text of a completion: TRL passes a string, or for chat prompts a list with one assistant message."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] for m in completion if m.get("role") == "assistant")
+
+
+def answer_letters(text: str) -> list[str]:
+    """The last run of single letters in a reply ("The letters reversed are c b a." -> ['c', 'b', 'a'])."""
+    runs = LETTERS.findall(text.lower())
+    return re.findall(r"[a-z]", runs[-1]) if runs else []
+
+
+def reversed_letters(letters: str) -> list[str]:
+    return letters.split()[::-1]
+
+
+# ----------------------------------------------------------------------------------------- rewards
+def reversal_exact(prompts, completions, letters, **_) -> list[float]:
+    """1 when the reply's letters are the prompt's letters reversed, else 0."""
+    return [float(answer_letters(completion_text(c)) == reversed_letters(ls))
+            for c, ls in zip(completions, letters)]
+
+
+def reversal_partial(prompts, completions, letters, **_) -> list[float]:
+    """Partial credit: the share of positions with the right letter, over the longer of reply and answer
+    (so extra letters cost as much as missing ones)."""
+    out = []
+    for c, ls in zip(completions, letters):
+        got, want = answer_letters(completion_text(c)), reversed_letters(ls)
+        out.append(sum(g == w for g, w in zip(got, want)) / max(len(got), len(want)))
+    return out
+
+
+def letters_present(prompts, completions, letters, **_) -> list[float]:
+    """A reward that CAN BE GAMED: the share of the prompt's letters that appear anywhere in the reply.
+    Reversing earns 1; so does copying the letters in their original order, or listing the alphabet."""
+    out = []
+    for c, ls in zip(completions, letters):
+        got = set(answer_letters(completion_text(c)))
+        want = ls.split()
+        out.append(sum(x in got for x in want) / len(want))
+    return out
+
+
+def copied_in_order(completions, letters) -> list[bool]:
+    """Did the reply give the letters in their ORIGINAL order (the hack), not reversed?"""
+    return [answer_letters(completion_text(c)) == ls.split() and ls.split() != reversed_letters(ls)
+            for c, ls in zip(completions, letters)]
+
+
+def checked(reward_func, log: list | None = None):
+    """The reward function, failing with a clear message when it returns anything but one finite number
+    (or None: "cannot score") per completion. log: a list that receives each batch's rewards."""
+    name = getattr(reward_func, "__name__", repr(reward_func))
+
+    @functools.wraps(reward_func)
+    def wrapper(prompts, completions, **kwargs):
+        out = reward_func(prompts=prompts, completions=completions, **kwargs)
+        if isinstance(out, torch.Tensor):
+            out = out.tolist()
+        if not isinstance(out, (list, tuple)) or len(out) != len(completions):
+            shape = f"a {type(out).__name__}" + (f" of {len(out)}" if hasattr(out, "__len__") else "")
+            raise ValueError(f"reward function {name!r} returned {shape} for {len(completions)} completions; "
+                             "it must return a list with one float per completion")
+        for i, r in enumerate(out):
+            if r is not None and (not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r)):
+                raise ValueError(f"reward function {name!r}: reward {i} is {r!r}; each must be a finite float "
+                                 "(or None when a completion cannot be scored)")
+        if log is not None:
+            log.append(list(out))
+        return list(out)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------- data
+def reversal_prompts(rows: list[dict], where: str = "rows") -> list[dict]:
+    """GRPO rows {"prompt": [user message], "letters": "m j h"} from the skill's chat rows.
+
+    The answer is NOT in the row, only what a rule needs to check one: a row whose question has no letters
+    to reverse raises, naming the row.
+    """
+    out = []
+    for i, row in enumerate(rows):
+        question = row["messages"][0]["content"] if "messages" in row else row.get("prompt", "")
+        letters = question[len(SKILL_PROMPT):].strip() if question.startswith(SKILL_PROMPT) else ""
+        if not re.fullmatch(r"[a-z]( [a-z])+", letters):
+            raise DatasetError(f"{where}, row {i}: {question!r} has no letters to reverse after "
+                               f"{SKILL_PROMPT!r}, so no reward can check an answer to it")
+        out.append({"prompt": [{"role": "user", "content": question}], "letters": letters})
+    return out
+
+
+def as_chat_rows(prompt_rows: list[dict]) -> list[dict]:
+    """Chat rows (question + the correct answer) for the same prompts: what SFT would train on."""
+    from helpers.world import skill_answer
+
+    return [{"messages": [*r["prompt"], {"role": "assistant", "content": skill_answer(r["letters"])}]}
+            for r in prompt_rows]
+
+
+# ----------------------------------------------------------------------------------------- config
+def grpo_config(output_dir, *, learning_rate: float, max_steps: int = 60, prompts_per_step: int = 8,
+                num_generations: int = 8, temperature: float = 1.0, beta: float = 0.04,
+                max_completion_length: int = 16, seed: int = 0, logging_steps: int = 1,
+                loss_type: str = "dapo", lora_r: int | None = None, warmup_sft_steps: int | None = None,
+                **extra):
+    """The course's GRPOConfig (the knobs notebook 09 writes out). A batch is prompts_per_step prompts x
+    num_generations completions. lora_r and warmup_sft_steps are accepted and ignored, so that a whole
+    recipe can be passed."""
+    from trl import GRPOConfig
+
+    from helpers.env import batch_run
+    from helpers.precision import choose_precision
+
+    return GRPOConfig(
+        output_dir=str(output_dir), learning_rate=learning_rate, max_steps=max_steps,
+        per_device_train_batch_size=prompts_per_step * num_generations, num_generations=num_generations,
+        temperature=temperature, beta=beta, max_completion_length=max_completion_length, loss_type=loss_type,
+        lr_scheduler_type="constant", warmup_steps=0, seed=seed, logging_steps=logging_steps,
+        report_to="none", save_strategy="no", disable_tqdm=batch_run(),
+        **{**choose_precision().trainer_args(), **extra})
+
+
+def make_grpo_trainer(model, tokenizer, rows: list[dict], reward_funcs: list, *, output_dir,
+                      peft_config=None, callbacks: list | None = None, **config):
+    """A GRPOTrainer for prompt rows, each reward function wrapped by `checked`. The first function's
+    rewards of every batch are kept in `trainer.reward_log` (for the spread within groups)."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from helpers.training import Stopwatch, quiet
+
+    reward_log, stopwatch = [], Stopwatch()
+    funcs = [checked(f, reward_log if i == 0 else None) for i, f in enumerate(reward_funcs)]
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_config(output_dir, **config),
+                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=[stopwatch, *(callbacks or [])])
+    trainer.reward_log, trainer.stopwatch = reward_log, stopwatch
+    return quiet(trainer)
+
+
+def train_grpo(model, tokenizer, rows, reward_funcs, **kwargs):
+    """make_grpo_trainer(...), trained; returns the trainer (trainer.train_seconds: the training time)."""
+    from helpers.training import drop_trl_forward_patch
+
+    trainer = make_grpo_trainer(model, tokenizer, rows, reward_funcs, **kwargs)
+    trainer.train()
+    trainer.train_seconds = trainer.stopwatch.seconds
+    trainer.model.eval()
+    drop_trl_forward_patch(trainer.model)
+    return trainer
+
+
+def grpo_batch(trainer, rows: list[dict]) -> dict:
+    """One batch as GRPOTrainer builds it before its loss: sampled completions (ids and mask), their
+    rewards and advantages, the reference's token log-probs (when beta > 0). Uses TRL's own method, so the
+    notebook's hand-written loss can be checked against `trainer.compute_loss` on exactly this batch."""
+    trainer.model.train()
+    rows = [r for r in rows for _ in range(trainer.num_generations)]  # each prompt num_generations times
+    batch = trainer._generate_and_score_completions(rows)
+    batch["rewards"] = torch.tensor(trainer.reward_log[-1])   # the first reward function's
+    return batch
+
+
+def group_spread(rewards: list[float], num_generations: int) -> float:
+    """Mean over groups (the completions of one prompt) of the rewards' standard deviation."""
+    groups = torch.tensor(rewards, dtype=torch.float64).view(-1, num_generations)
+    return groups.std(dim=1, unbiased=False).mean().item()
+
+
+def training_curves(trainer) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per step: mean reward, the spread of rewards within groups, the share of groups whose
+    completions all scored the same (no signal), completion length in tokens, KL to the reference."""
+    keys = {"reward": "reward", "frac_reward_zero_std": "frac_reward_zero_std",
+            "completion_length": "completions/mean_length", "kl": "kl"}
+    history = trainer.state.log_history
+    curves = {name: [(h["step"], h[key]) for h in history if key in h] for name, key in keys.items()}
+    g = trainer.num_generations
+    curves["group_spread"] = [(i + 1, group_spread(r, g)) for i, r in enumerate(trainer.reward_log)]
+    return curves
+
+
+# ------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def sample_replies(model, tokenizer, rows: list[dict], samples: int = 1, temperature: float | None = 1.0,
+                   max_new_tokens: int = 16, seed: int = 0) -> list[str]:
+    """Replies to prompt rows: `samples` per row at the temperature (None: one greedy reply per row),
+    in the row order, each row's samples together (as GRPO groups them)."""
+    tokenizer.padding_side = "left"
+    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+               for r in rows]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = enc.to(next(model.parameters()).device)
+    torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0,
+                "num_return_sequences": samples} if temperature else {"do_sample": False}
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **sampling)
+    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                      skip_special_tokens=True)]
+
+
+def mean_reward(reward_func, rows: list[dict], replies: list[str]) -> float:
+    """The reward function's mean over replies (len(replies) a multiple of len(rows), grouped by row)."""
+    k = len(replies) // len(rows)
+    columns = {key: [r[key] for r in rows for _ in range(k)] for key in rows[0] if key != "prompt"}
+    prompts = [r["prompt"] for r in rows for _ in range(k)]
+    rewards = checked(reward_func)(prompts=prompts, completions=replies, **columns)
+    return sum(rewards) / len(rewards)

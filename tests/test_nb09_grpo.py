@@ -1,0 +1,53 @@
+"""Notebook 09: GRPO with verifiable rewards. The hand-written loss equals TRL's on a batch with signal,
+held-out reward rises beyond seed noise, the SFT baseline and forgetting are measured, the gamed reward is
+gamed, and more generations per prompt leave fewer groups without signal."""
+import pytest
+
+
+@pytest.fixture(params=["tiny", "real"])
+def metrics(request, notebook_metrics, real_notebook_metrics):
+    return notebook_metrics("09") if request.param == "tiny" else real_notebook_metrics("09")
+
+
+def test_hand_written_loss_equals_trl_on_a_batch_with_signal(metrics):
+    assert metrics["check_groups_with_spread"] > 0, "every group scored alike: the check would be trivial"
+    assert metrics["hand_vs_trl_loss_abs_diff"] <= 1e-4
+    assert metrics["advantages_abs_diff"] <= 1e-4
+
+
+def test_every_ruler_is_measured(metrics):
+    for key in ("reward_before", "reward_after", "accuracy_before", "accuracy_after", "sft_baseline_accuracy",
+                "fact_accuracy_before", "fact_accuracy_after"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    curves = metrics["curves"]
+    assert len(curves["reward"]) == metrics["recipe"]["max_steps"] == len(curves["group_spread"])
+    assert len(curves["kl"]) == metrics["recipe"]["max_steps"]  # beta > 0: the KL is logged every step
+
+
+def test_held_out_reward_rises_beyond_seed_noise(notebook_metrics):
+    m = notebook_metrics("09")
+    by_seed = m["reward_after_by_seed"]
+    assert len(by_seed) == 3
+    # measured: 0.09 before, 0.24-0.27 after over 3 seeds; the worst seed must clear the start by 0.08
+    assert min(by_seed) > m["reward_before"] + 0.08, (m["reward_before"], by_seed)
+    assert m["accuracy_after"] >= m["accuracy_before"]
+
+
+def test_sft_on_the_answers_is_the_stronger_baseline_here(notebook_metrics):
+    m = notebook_metrics("09")
+    assert m["sft_baseline_accuracy"] > m["accuracy_after"]
+    assert m["train_seconds"]["SFT on answers"] < m["train_seconds"]["GRPO"]
+
+
+def test_the_gameable_reward_is_gamed(notebook_metrics):
+    rows = notebook_metrics("09")["reward_hacking"]
+    start, hacked = rows["SFT model (start)"], rows["GRPO on letters_present"]
+    assert hacked["letters_present (gamed)"] > start["letters_present (gamed)"]
+    assert hacked["exact accuracy"] < start["exact accuracy"] / 2
+    assert hacked["letters per answer"] > start["letters per answer"]
+
+
+def test_more_generations_leave_fewer_groups_without_signal(notebook_metrics):
+    sweep = notebook_metrics("09")["generations_sweep"]
+    no_spread = [sweep[g]["groups with no spread"] for g in ("2", "4", "8")]
+    assert no_spread[0] > no_spread[1] > no_spread[2], no_spread
