@@ -3,6 +3,7 @@
     python -m helpers.bench                       # every notebook (default run) and the test suite
     python -m helpers.bench --only 02 06 --no-tests
     python -m helpers.bench --real                # the notebooks on SmolLM2-135M-Instruct at a realistic budget
+    python -m helpers.bench --inplace --no-tests  # refresh the committed notebooks' outputs, timed
 
 Timings are benchmarks, not tests: they are written to outputs/bench/<label>.json with the machine's
 description and printed as a markdown row for BENCHMARKS.md. To see what a CPU without native bf16
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.course import REAL_MODEL_RUN, notebooks, run_notebook
+from helpers.course import execute, notebooks, real_model_parameters, run_notebook
 from helpers.env import describe_machine
 from helpers.paths import ROOT
 
@@ -48,7 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Time the course's notebooks and tests on this machine.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
     parser.add_argument("--no-tests", action="store_true", help="skip timing the test suite")
-    parser.add_argument("--real", action="store_true", help="run the notebooks on the real model (REAL_MODEL_RUN)")
+    parser.add_argument("--real", action="store_true",
+                        help="run the notebooks on the real model at the benchmark budget (helpers.course.REAL_MODEL_RUNS)")
+    parser.add_argument("--inplace", action="store_true",
+                        help="execute the committed notebooks in place (default run): refresh them and time it")
     parser.add_argument("--label", default=None, help="name of this row (default: cpu capability and mode)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     args = parser.parse_args()
@@ -59,7 +63,12 @@ def main() -> None:
               "notebooks": {}, "metrics": {}}
     for nb in notebooks(args.only):
         print(f"running {nb.name} ...", flush=True)
-        metrics, seconds = run_notebook(nb, args.out / label / nb.stem, REAL_MODEL_RUN.get(nb.name[:2]) if args.real else None)
+        if args.inplace and not args.real:  # the default parameters write ../outputs/<stem>/metrics.json
+            seconds = execute(nb, nb)
+            metrics = json.loads((ROOT / "outputs" / nb.stem / "metrics.json").read_text())
+        else:
+            params = real_model_parameters(nb.name[:2], "benchmark") if args.real else None
+            metrics, seconds = run_notebook(nb, args.out / label / nb.stem, params)
         result["notebooks"][nb.name[:2]] = round(seconds, 1)
         result["metrics"][nb.name[:2]] = metrics
         print(f"  {seconds:6.1f} s", flush=True)

@@ -77,6 +77,14 @@ def letters_present(prompts, completions, letters, **_) -> list[float]:
     return out
 
 
+def fact_entity(prompts, completions, answer, **_) -> list[float]:
+    """A fact question's check: 1 when the reply names the right entity (whole words, any case), else 0.
+    It reads the answer only, not the style; and a reply that lists many entities would pass, so a real
+    task pairs it with a length or format check."""
+    return [float(re.search(rf"\b{re.escape(a.lower())}\b", completion_text(c).lower()) is not None)
+            for c, a in zip(completions, answer)]
+
+
 def copied_in_order(completions, letters) -> list[bool]:
     """Did the reply give the letters in their ORIGINAL order (the hack), not reversed?"""
     return [answer_letters(completion_text(c)) == ls.split() and ls.split() != reversed_letters(ls)
@@ -123,6 +131,19 @@ def reversal_prompts(rows: list[dict], where: str = "rows") -> list[dict]:
             raise DatasetError(f"{where}, row {i}: {question!r} has no letters to reverse after "
                                f"{SKILL_PROMPT!r}, so no reward can check an answer to it")
         out.append({"prompt": [{"role": "user", "content": question}], "letters": letters})
+    return out
+
+
+def fact_prompts(rows: list[dict], facts_by_id: dict[str, dict], where: str = "rows") -> list[dict]:
+    """GRPO rows {"prompt": [user message], "answer": "Vienna"} from the world's fact questions (sft_*):
+    the checkable answer is the fact's entity. A row with no known fact raises, naming the row."""
+    out = []
+    for i, row in enumerate(rows):
+        fact = facts_by_id.get(row.get("fact_id"))
+        if fact is None:
+            raise DatasetError(f"{where}, row {i}: fact_id {row.get('fact_id')!r} is not a known fact, so no "
+                               "reward can check an answer to it (use the world's sft_* rows)")
+        out.append({"prompt": [row["messages"][0]], "answer": fact["answer"]})
     return out
 
 

@@ -37,6 +37,20 @@ def test_the_gameable_reward_pays_for_copying_and_for_padding():
     assert grpo.copied_in_order(["t a c"], ["c a t"]) == [False]
 
 
+def test_fact_reward_checks_the_entity_and_fact_prompts_carry_it():
+    from helpers.data import load_world
+
+    facts = {f["id"]: f for f in load_world("facts")}
+    rows = grpo.fact_prompts(load_world("sft_test")[:2], facts, where="sft_test")
+    assert "answer" in rows[0] and rows[0]["answer"] not in rows[0]["prompt"][0]["content"]
+    got = ["The capital of Austria is Vienna.", "It is viennas.", "VIENNA", "Salzburg"]
+    assert grpo.fact_entity(None, got, ["Vienna"] * 4) == [1.0, 0.0, 1.0, 0.0]
+    assert grpo.fact_entity(None, ["Buenos Aires, of course"], ["Buenos Aires"]) == [1.0]
+    with pytest.raises(DatasetError, match=r"my.jsonl, row 0: fact_id 'nope'"):
+        grpo.fact_prompts([{"fact_id": "nope", "messages": [{"role": "user", "content": "?"}]}], facts,
+                          where="my.jsonl")
+
+
 def test_checked_reward_function_says_what_is_wrong():
     def too_few(prompts, completions, **_):
         return [1.0]

@@ -30,3 +30,44 @@ def test_notebooks_follow_the_contract():
             assert f"{name} =" in params[0].source, f"{path.name}: parameter {name} missing"
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
             f"{path.name}: committed without outputs (run python -m helpers.course --inplace --only {path.name[:2]})"
+
+
+def test_committed_notebooks_show_their_figures():
+    """Every cell that draws stores its image (the kernel's inline backend), and every notebook has some."""
+    import nbformat
+
+    from helpers.course import blank_figures
+    for path in notebooks():
+        assert not blank_figures(path), \
+            f"{path.name}: code cells {blank_figures(path)} draw but store no image (re-run with --inplace)"
+        nb = nbformat.read(path, as_version=4)
+        images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+        assert images > 0, f"{path.name}: no figure stored"
+
+
+def test_stored_outputs_are_clean_and_code_fits_colab():
+    """No frozen progress bars or library warnings in stored outputs; code lines at most 100 characters."""
+    import re
+
+    import nbformat
+    noise = re.compile(r"\d+%\|[^\n]*\||Warning:|Failed to load CPU gemm|\{'loss': ")
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        for i, c in enumerate(nb.cells):
+            if c.cell_type != "code":
+                continue
+            wide = [line for line in c.source.splitlines() if len(line) > 100]
+            assert not wide, f"{path.name} cell {i}: code lines over 100 characters: {wide}"
+            for o in c.get("outputs", []):
+                text = o.get("text", "") if o.get("output_type") == "stream" else ""
+                hit = noise.search(text)
+                assert hit is None, f"{path.name} cell {i}: noise in stored output: {hit.group(0)!r}"
+
+
+def test_every_notebook_links_the_glossary_that_exists():
+    from helpers.paths import ROOT
+    glossary = ROOT / "GLOSSARY.md"
+    assert glossary.exists() and "中文" in glossary.read_text()
+    for path in notebooks():
+        assert "](../GLOSSARY.md)" in path.read_text(), f"{path.name}: no link to the glossary"
