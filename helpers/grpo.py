@@ -169,13 +169,13 @@ def grpo_config(output_dir, *, learning_rate: float, max_steps: int = 60, prompt
     from helpers.env import batch_run
     from helpers.precision import choose_precision
 
-    return GRPOConfig(
+    args = dict(
         output_dir=str(output_dir), learning_rate=learning_rate, max_steps=max_steps,
         per_device_train_batch_size=prompts_per_step * num_generations, num_generations=num_generations,
         temperature=temperature, beta=beta, max_completion_length=max_completion_length, loss_type=loss_type,
         lr_scheduler_type="constant", warmup_steps=0, seed=seed, logging_steps=logging_steps,
-        report_to="none", save_strategy="no", disable_tqdm=batch_run(),
-        **{**choose_precision().trainer_args(), **extra})
+        report_to="none", save_strategy="no", disable_tqdm=batch_run(), **choose_precision().trainer_args())
+    return GRPOConfig(**{**args, **extra})  # extra: e.g. save_strategy/save_steps for checkpoints
 
 
 def make_grpo_trainer(model, tokenizer, rows: list[dict], reward_funcs: list, *, output_dir,

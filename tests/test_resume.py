@@ -78,3 +78,42 @@ def test_an_unmounted_drive_path_says_how_to_mount(tmp_path):
         pytest.skip("Google Drive is mounted here")
     with pytest.raises(FileNotFoundError, match="drive.mount"):
         checkpointing("/content/drive/MyDrive/course/run1", 2, resume=False, model="m")
+
+
+def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
+    """RL resumes too: GRPO (sampling, rewards, the optimizer) continued from step 2 of 4 gives the adapter of
+    the uninterrupted run; the checkpoint restores the sampling RNG with the weights."""
+    import shutil
+
+    from transformers import TrainerCallback
+
+    from helpers import grpo
+    from helpers.data import load_world
+    from helpers.models import load_model
+    from helpers.training import standard_lora
+
+    rows = grpo.reversal_prompts(load_world("skill_train")[:16], where="skill_train")
+    knobs = dict(learning_rate=1e-3, max_steps=4, prompts_per_step=2, num_generations=2,
+                 max_completion_length=8, seed=0)
+
+    def run(out: Path, resume: bool) -> tuple[dict, str | None, list[int]]:
+        base, tokenizer = load_model("data/tiny-base")
+        plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", **knobs)
+        trainer = grpo.make_grpo_trainer(base, tokenizer, rows, [grpo.reversal_partial], output_dir=plan["output_dir"],
+                                         peft_config=standard_lora(r=4), callbacks=plan["callbacks"],
+                                         **knobs, **plan["save"])
+        steps = []
+        trainer.add_callback(type("Count", (TrainerCallback,), {
+            "on_step_end": lambda self, args, state, control, **kw: steps.append(state.global_step)})())
+        trainer.train(resume_from_checkpoint=plan["resume_from"])
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}, \
+            plan["resume_from"], steps
+
+    whole, _, steps_whole = run(tmp_path / "whole", resume=False)  # writes checkpoint-2 and checkpoint-4
+    shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")              # as if cut off after step 2
+    resumed, resumed_from, steps_resumed = run(tmp_path / "resumed", resume=True)
+    assert Path(resumed_from).name == "checkpoint-2"
+    assert steps_whole == [1, 2, 3, 4] and steps_resumed == [3, 4]  # it continued, it did not start over
+    assert whole.keys() == resumed.keys() and whole
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
