@@ -4,7 +4,6 @@ import json
 import pytest
 
 from helpers.data import DatasetError
-from helpers import formats
 from helpers.formats import is_world_dataset, load_rows, split_rows, to_chat, to_preference
 
 USER, ASSISTANT = {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}

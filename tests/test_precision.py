@@ -10,7 +10,6 @@ from helpers.training import sft_config
 
 def configs(tmp_path):
     """Every trainer config the course builds, as built on this machine."""
-    from trl import GRPOConfig
     from helpers.grpo import grpo_config
     return {"sft": sft_config(tmp_path / "sft", learning_rate=1e-3),
             "dpo": dpo_config(tmp_path / "dpo", learning_rate=1e-3),
