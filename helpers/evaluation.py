@@ -83,15 +83,18 @@ def heldout_loss(model, tokenizer, rows: list[dict], batch_size: int = 16) -> fl
 
 # ---------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64) -> list[str]:
-    """Greedy continuations of plain-text prompts (left-padded batches)."""
+def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+             **generate_kwargs) -> list[str]:
+    """Continuations of plain-text prompts (left-padded batches): greedy unless generate_kwargs say
+    otherwise (do_sample, temperature, num_return_sequences: each prompt's sequences together)."""
     tokenizer.padding_side = "left"
+    generate_kwargs = {"do_sample": False, **generate_kwargs}
     out = []
     for i in range(0, len(prompts), batch_size):
         enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(_device(model))
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, **generate_kwargs)
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
 

@@ -243,18 +243,16 @@ def sample_replies(model, tokenizer, rows: list[dict], samples: int = 1, tempera
                    max_new_tokens: int = 16, seed: int = 0) -> list[str]:
     """Replies to prompt rows: `samples` per row at the temperature (None: one greedy reply per row),
     in the row order, each row's samples together (as GRPO groups them)."""
-    tokenizer.padding_side = "left"
+    from helpers.evaluation import complete
+
     prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                for r in rows]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = enc.to(next(model.parameters()).device)
     torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0,
-                "num_return_sequences": samples} if temperature else {"do_sample": False}
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **sampling)
-    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                      skip_special_tokens=True)]
+                "num_return_sequences": samples} if temperature else {}
+    # one batch: the random draws, and so the samples, do not depend on a batch size
+    return [t.strip() for t in complete(model, tokenizer, prompts, max_new_tokens,
+                                        batch_size=max(1, len(prompts)), **sampling)]
 
 
 def mean_reward(reward_func, rows: list[dict], replies: list[str]) -> float:
