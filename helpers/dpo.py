@@ -14,6 +14,7 @@ import math
 import torch
 from datasets import Dataset
 
+from helpers.checkpoints import NO_CHECKPOINTS
 from helpers.env import batch_run
 from helpers.evaluation import chat_ids, common_prefix, completion_logps, token_logps
 from helpers.precision import choose_precision
@@ -140,15 +141,22 @@ def dpo_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batc
     return DPOConfig(**args)
 
 
-def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, peft_config=None, **config):
-    """A DPOTrainer on the rows; ref_model=None so that with a peft model the reference is the adapter switched off."""
+def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, peft_config=None,
+                     callbacks: list | None = None, checkpoints: dict | None = None, **config):
+    """A DPOTrainer on the rows; ref_model=None so that with a peft model the reference is the adapter switched off.
+
+    checkpoints: `helpers.checkpoints.checkpointing(...)`; train it with `train_resumable(trainer,
+    trainer.checkpoints)` to continue from the last complete checkpoint.
+    """
     from trl import DPOTrainer
 
+    plan = checkpoints or NO_CHECKPOINTS
     stopwatch = Stopwatch()
-    trainer = quiet(DPOTrainer(model=model, ref_model=None, args=dpo_config(output_dir, **config),
+    trainer = quiet(DPOTrainer(model=model, ref_model=None,
+                               args=dpo_config(plan["output_dir"] or output_dir, **config, **plan["save"]),
                                train_dataset=preference_dataset(train_rows), processing_class=tokenizer,
-                               peft_config=peft_config, callbacks=[stopwatch]))
-    trainer.stopwatch = stopwatch
+                               peft_config=peft_config, callbacks=[stopwatch, *plan["callbacks"], *(callbacks or [])]))
+    trainer.stopwatch, trainer.checkpoints = stopwatch, plan
     return trainer
 
 

@@ -40,10 +40,15 @@ def quiet_known_warnings() -> None:
       itself) and says so at every forward pass.
     - transformers, rotating checkpoints on a filesystem with coarse file times (containers, Colab's Drive),
       says it falls back to ordering them by step number: which is what the course wants anyway.
+    - transformers, resuming full fine-tuning, says `lm_head.weight` is missing from the checkpoint: the
+      models here tie it to the embeddings, so safetensors stores it once, and loading the embeddings
+      restores both (a model with its own head has it in the checkpoint, and is not missing it).
     """
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     logging.getLogger("transformers.trainer_utils").addFilter(
         lambda record: "mtime may not be reliable" not in record.getMessage())
+    logging.getLogger("transformers.trainer").addFilter(
+        lambda record: "missing keys in the checkpoint model loaded: ['lm_head.weight']" not in record.getMessage())
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
     if batch_run():

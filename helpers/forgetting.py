@@ -66,20 +66,24 @@ class MeasureEvery(TrainerCallback):
 
 def run_variant(name: str, model_path: str, world: dict, train_rows: list[dict], before: dict, *,
                 output_dir: str, peft_config=None, prepare=None, callbacks=None, return_model: bool = False,
-                **train_overrides):
+                plan=None, **train_overrides):
     """Fine-tune a fresh copy of the base model one way and measure it with the two rulers.
 
     prepare(model): optional change before training (freeze layers, add the L2 pull).
-    before: the base model's rulers (same for every run). Returns one row of the results table (its
+    before: the base model's rulers (same for every run). plan: `functools.partial(checkpointing, ...)` of
+    the notebook, or None: each run checkpoints to its sub-folder "<name>_seed<seed>" and, with resume,
+    continues from its last complete checkpoint. Returns one row of the results table (its
     "fact_hits" lists every probe after training), and with return_model=True also the trained model.
     """
     model, tokenizer = load_model(model_path, dtype=torch.float32 if peft_config is None else None)
     if prepare is not None:
         prepare(model)
+    seed = train_overrides.get("seed", 0)
+    checkpoints = plan(run_name=f"{name}_seed{seed}", rows=len(train_rows), **train_overrides) if plan else None
     trainer = train_sft(model, tokenizer, train_rows, output_dir=f"{output_dir}/{name}",
-                        peft_config=peft_config, callbacks=callbacks, **train_overrides)
+                        peft_config=peft_config, callbacks=callbacks, checkpoints=checkpoints, **train_overrides)
     after = rulers(trainer.model, tokenizer, world)
-    row = {"name": name, "seed": train_overrides.get("seed", 0),
+    row = {"name": name, "seed": seed,
            "skill_before": before["skill_accuracy"], "skill_accuracy": after["skill_accuracy"],
            "fact_probe_before": before["fact_probe"], "fact_probe_after": after["fact_probe"],
            "fact_drop": before["fact_probe"] - after["fact_probe"], "fact_hits": after["fact_hits"],

@@ -13,6 +13,7 @@ import re
 
 import torch
 
+from helpers.checkpoints import NO_CHECKPOINTS, train_resumable
 from helpers.data import DatasetError
 from helpers.world import SKILL_PROMPT
 
@@ -179,20 +180,23 @@ def grpo_config(output_dir, *, learning_rate: float, max_steps: int = 60, prompt
 
 
 def make_grpo_trainer(model, tokenizer, rows: list[dict], reward_funcs: list, *, output_dir,
-                      peft_config=None, callbacks: list | None = None, **config):
+                      peft_config=None, callbacks: list | None = None, checkpoints: dict | None = None, **config):
     """A GRPOTrainer for prompt rows, each reward function wrapped by `checked`. The first function's
-    rewards of every batch are kept in `trainer.reward_log` (for the spread within groups)."""
+    rewards of every batch are kept in `trainer.reward_log` (for the spread within groups).
+    checkpoints: `helpers.checkpoints.checkpointing(...)` (train_grpo continues from the last one)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
     from helpers.training import Stopwatch, quiet
 
+    plan = checkpoints or NO_CHECKPOINTS
     reward_log, stopwatch = [], Stopwatch()
     funcs = [checked(f, reward_log if i == 0 else None) for i, f in enumerate(reward_funcs)]
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_config(output_dir, **config),
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs,
+                          args=grpo_config(plan["output_dir"] or output_dir, **config, **plan["save"]),
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=[stopwatch, *(callbacks or [])])
-    trainer.reward_log, trainer.stopwatch = reward_log, stopwatch
+                          peft_config=peft_config, callbacks=[stopwatch, *plan["callbacks"], *(callbacks or [])])
+    trainer.reward_log, trainer.stopwatch, trainer.checkpoints = reward_log, stopwatch, plan
     return quiet(trainer)
 
 
@@ -201,8 +205,8 @@ def train_grpo(model, tokenizer, rows, reward_funcs, **kwargs):
     from helpers.training import drop_trl_forward_patch
 
     trainer = make_grpo_trainer(model, tokenizer, rows, reward_funcs, **kwargs)
-    trainer.train()
-    trainer.train_seconds = trainer.stopwatch.seconds
+    train_resumable(trainer, trainer.checkpoints)
+    trainer.train_seconds = trainer.checkpoints["seconds_before"] + trainer.stopwatch.seconds
     trainer.model.eval()
     drop_trl_forward_patch(trainer.model)
     return trainer
@@ -227,13 +231,15 @@ def group_spread(rewards: list[float], num_generations: int) -> float:
 
 def training_curves(trainer) -> dict[str, list[tuple[int, float]]]:
     """(step, value) per step: mean reward, the spread of rewards within groups, the share of groups whose
-    completions all scored the same (no signal), completion length in tokens, KL to the reference."""
+    completions all scored the same (no signal), completion length in tokens, KL to the reference.
+    The spread comes from `trainer.reward_log`: after a resume, only the steps trained in this session."""
     keys = {"reward": "reward", "frac_reward_zero_std": "frac_reward_zero_std",
             "completion_length": "completions/mean_length", "kl": "kl"}
     history = trainer.state.log_history
     curves = {name: [(h["step"], h[key]) for h in history if key in h] for name, key in keys.items()}
     g = trainer.num_generations
-    curves["group_spread"] = [(i + 1, group_spread(r, g)) for i, r in enumerate(trainer.reward_log)]
+    first = trainer.state.global_step - len(trainer.reward_log)   # 0 unless resumed from a checkpoint
+    curves["group_spread"] = [(first + i + 1, group_spread(r, g)) for i, r in enumerate(trainer.reward_log)]
     return curves
 
 

@@ -11,6 +11,7 @@ import time
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 
+from helpers.checkpoints import NO_CHECKPOINTS, train_resumable
 from helpers.env import batch_run
 from helpers.models import count_parameters
 from helpers.precision import choose_precision
@@ -93,7 +94,9 @@ def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batc
 
 
 class Stopwatch(TrainerCallback):
-    """Wall time of training only (not of dataset preparation)."""
+    """Wall time of training only (not of dataset preparation); 0 when nothing was trained."""
+    seconds = 0.0
+
     def on_train_begin(self, args, state, control, **kw):
         self.start = time.perf_counter()
 
@@ -120,7 +123,7 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
 
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
-    checkpoints = checkpoints or {"output_dir": None, "save": {}, "callbacks": [], "resume_from": None}
+    checkpoints = checkpoints or NO_CHECKPOINTS
     config.update(checkpoints["save"])
     output_dir = checkpoints["output_dir"] or output_dir
     stopwatch = Stopwatch()
@@ -129,8 +132,8 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
                                eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
                                processing_class=tokenizer, peft_config=peft_config,
                                callbacks=[stopwatch, *checkpoints["callbacks"], *(callbacks or [])]))
-    trainer.train(resume_from_checkpoint=checkpoints["resume_from"])
-    trainer.train_seconds = stopwatch.seconds
+    train_resumable(trainer, checkpoints)
+    trainer.train_seconds = checkpoints["seconds_before"] + stopwatch.seconds   # earlier sessions' included
     trainer.model.eval()
     drop_trl_forward_patch(trainer.model)
     return trainer

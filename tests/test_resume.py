@@ -3,6 +3,7 @@ the same adapter and losses as an uninterrupted run; checkpoints of another run,
 never loaded."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.checkpoints import MARKER, checkpointing, last_complete_checkpoint, run_signature
+from helpers.checkpoints import (
+    MARKER,
+    checkpointing,
+    last_complete_checkpoint,
+    run_signature,
+)
 from helpers.paths import ROOT
 
 STEPS = 10
@@ -83,8 +89,6 @@ def test_an_unmounted_drive_path_says_how_to_mount(tmp_path):
 def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
     """RL resumes too: GRPO (sampling, rewards, the optimizer) continued from step 2 of 4 gives the adapter of
     the uninterrupted run; the checkpoint restores the sampling RNG with the weights."""
-    import shutil
-
     from transformers import TrainerCallback
 
     from helpers import grpo
@@ -117,3 +121,103 @@ def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tm
     assert whole.keys() == resumed.keys() and whole
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_a_finished_run_is_loaded_not_trained_again(tmp_path, adapter):
+    """Resuming a notebook after a disconnect passes again through its runs that had finished: each is
+    loaded from its last checkpoint (weights, optimizer state, log), with no step more, and keeps its seconds;
+    Trainer.train(resume_from_checkpoint=) at the last step would take one step more."""
+    from helpers.data import load_world
+    from helpers.env import seed_everything
+    from helpers.models import load_model
+    from helpers.training import SFT_RECIPES, standard_lora, train_sft
+
+    rows = load_world("sft_train")[:64]
+
+    def run(resume: bool):
+        seed_everything(0)
+        base, tok = load_model("data/tiny-base")
+        plan = checkpointing(str(tmp_path), 2, resume, "data/tiny-base", run_name=adapter, rows=len(rows))
+        trainer = train_sft(base, tok, rows, output_dir=str(tmp_path / "out"), checkpoints=plan,
+                            peft_config=standard_lora() if adapter == "lora" else None,
+                            **{**SFT_RECIPES["tiny"], "max_steps": 5, "batch_size": 8, "logging_steps": 1})
+        weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters()
+                   if adapter == "full" or "lora_" in k}
+        return trainer, weights, plan
+
+    whole, w_whole, _ = run(resume=False)
+    again, w_again, plan = run(resume=True)
+    assert plan["finished"] and Path(plan["resume_from"]).name == "checkpoint-5"
+    assert again.state.global_step == 5 and not (tmp_path / adapter / "checkpoint-6").exists()
+    for key in w_whole:
+        assert torch.equal(w_whole[key], w_again[key]), key
+    losses = [h["loss"] for h in whole.state.log_history if "loss" in h]
+    assert [h["loss"] for h in again.state.log_history if "loss" in h] == losses and len(losses) == 5
+    assert len(again.optimizer.state) == len(whole.optimizer.state) > 0      # optimizer state restored too
+    assert again.train_seconds == pytest.approx(plan["seconds_before"]) and plan["seconds_before"] > 0
+
+
+def test_a_dpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
+    from transformers import TrainerCallback
+
+    from helpers.checkpoints import train_resumable
+    from helpers.data import load_world
+    from helpers.dpo import DPO_RECIPES, make_dpo_trainer
+    from helpers.env import seed_everything
+    from helpers.models import load_model
+    from helpers.training import standard_lora
+
+    pairs = load_world("dpo_train")[:16]
+    knobs = {**DPO_RECIPES["tiny"], "max_steps": 4, "batch_size": 4, "seed": 0}
+
+    def run(resume: bool):
+        seed_everything(0)
+        base, tok = load_model("data/tiny-base")
+        plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", run_name="dpo", **knobs)
+        trainer = make_dpo_trainer(base, tok, pairs, output_dir=str(tmp_path / "out"), checkpoints=plan,
+                                   peft_config=standard_lora(r=4), **knobs)
+        steps = []
+        trainer.add_callback(type("Count", (TrainerCallback,), {
+            "on_step_end": lambda self, args, state, control, **kw: steps.append(state.global_step)})())
+        train_resumable(trainer, trainer.checkpoints)
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}, steps
+
+    whole, steps_whole = run(resume=False)
+    shutil.rmtree(tmp_path / "ckpt" / "dpo" / "checkpoint-4")                 # as if cut off after step 2
+    resumed, steps_resumed = run(resume=True)
+    finished, steps_finished = run(resume=True)                                 # checkpoint-4 exists again
+    assert (steps_whole, steps_resumed, steps_finished) == ([1, 2, 3, 4], [3, 4], [])
+    assert whole.keys() == resumed.keys() == finished.keys() and whole
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
+        assert torch.equal(finished[key], resumed[key])
+
+
+def test_a_notebook_resumed_after_a_disconnect_ends_with_the_same_adapters(tmp_path):
+    """Notebook 07 trains four adapters one after the other. Cut off while training the third (its last
+    checkpoint half-written, the fourth not begun) and rerun with resume=True: the first two are loaded, the
+    third continues from its last complete checkpoint, the fourth trains, and every adapter equals the
+    uninterrupted run's."""
+    from helpers.course import notebooks, run_notebook
+
+    (nb,) = notebooks(["07"])
+    ckpt = tmp_path / "checkpoints"
+    params = {"steps": {"facts": 6, "skill": 6, "persona": 6}, "batch_size": 4, "max_eval_rows": 2,
+              "timing_repeats": 1, "combination_types": ["cat"], "checkpoint_dir": str(ckpt), "save_steps": 2}
+    whole, _ = run_notebook(nb, tmp_path / "whole", params)
+    assert sorted(p.name for p in (ckpt / "persona").iterdir() if p.is_dir()) == ["checkpoint-4", "checkpoint-6"]
+    (ckpt / "persona" / "checkpoint-6" / MARKER).unlink()                       # cut off while it was written
+    shutil.rmtree(ckpt / "persona_child")                                      # never begun
+    with pytest.raises(Exception, match="nothing is overwritten"):             # resume is asked for, not assumed
+        run_notebook(nb, tmp_path / "again", params)
+    resumed, _ = run_notebook(nb, tmp_path / "resumed", {**params, "resume": True})
+    text = (tmp_path / "resumed" / nb.name).read_text()
+    assert text.count("this run had finished") == 2 and "skipping checkpoint-6: incomplete" in text
+    for adapter in ("facts", "skill", "persona", "persona_child"):
+        a, b = (load_file(d / "adapters" / adapter / "adapter_model.safetensors")
+                for d in (tmp_path / "whole", tmp_path / "resumed"))
+        assert a.keys() == b.keys() and a
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    assert resumed["per_task_accuracy"] == whole["per_task_accuracy"]
