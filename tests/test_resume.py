@@ -13,17 +13,33 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from helpers.checkpoints import (
     MARKER,
     checkpointing,
     last_complete_checkpoint,
     run_signature,
+    train_resumable,
 )
 from helpers.paths import ROOT
 
 STEPS = 10
 ARGS = ["--max-steps", str(STEPS), "--rows", "96", "--batch-size", "8", "--save-steps", "2"]
+
+
+class StepsTrained(TrainerCallback):
+    """The global step after each optimizer step a trainer runs: which steps a resumed run trained."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kw):
+        self.steps.append(state.global_step)
+
+
+def lora_weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
 
 
 def script(out: Path, *extra: str) -> list[str]:
@@ -89,8 +105,6 @@ def test_an_unmounted_drive_path_says_how_to_mount(tmp_path):
 def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
     """RL resumes too: GRPO (sampling, rewards, the optimizer) continued from step 2 of 4 gives the adapter of
     the uninterrupted run; the checkpoint restores the sampling RNG with the weights."""
-    from transformers import TrainerCallback
-
     from helpers import grpo
     from helpers.data import load_world
     from helpers.models import load_model
@@ -103,15 +117,12 @@ def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tm
     def run(out: Path, resume: bool) -> tuple[dict, str | None, list[int]]:
         base, tokenizer = load_model("data/tiny-base")
         plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", **knobs)
-        trainer = grpo.make_grpo_trainer(base, tokenizer, rows, [grpo.reversal_partial], output_dir=plan["output_dir"],
-                                         peft_config=standard_lora(r=4), callbacks=plan["callbacks"],
-                                         **knobs, **plan["save"])
-        steps = []
-        trainer.add_callback(type("Count", (TrainerCallback,), {
-            "on_step_end": lambda self, args, state, control, **kw: steps.append(state.global_step)})())
-        trainer.train(resume_from_checkpoint=plan["resume_from"])
-        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}, \
-            plan["resume_from"], steps
+        counter = StepsTrained()
+        trainer = grpo.make_grpo_trainer(base, tokenizer, rows, [grpo.reversal_partial], output_dir=str(out),
+                                         peft_config=standard_lora(r=4), callbacks=[counter], checkpoints=plan,
+                                         **knobs)
+        train_resumable(trainer, trainer.checkpoints)
+        return lora_weights(trainer.model), plan["resume_from"], counter.steps
 
     whole, _, steps_whole = run(tmp_path / "whole", resume=False)  # writes checkpoint-2 and checkpoint-4
     shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")              # as if cut off after step 2
@@ -159,9 +170,6 @@ def test_a_finished_run_is_loaded_not_trained_again(tmp_path, adapter):
 
 
 def test_a_dpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
-    from transformers import TrainerCallback
-
-    from helpers.checkpoints import train_resumable
     from helpers.data import load_world
     from helpers.dpo import DPO_RECIPES, make_dpo_trainer
     from helpers.env import seed_everything
@@ -175,13 +183,11 @@ def test_a_dpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp
         seed_everything(0)
         base, tok = load_model("data/tiny-base")
         plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", run_name="dpo", **knobs)
+        counter = StepsTrained()
         trainer = make_dpo_trainer(base, tok, pairs, output_dir=str(tmp_path / "out"), checkpoints=plan,
-                                   peft_config=standard_lora(r=4), **knobs)
-        steps = []
-        trainer.add_callback(type("Count", (TrainerCallback,), {
-            "on_step_end": lambda self, args, state, control, **kw: steps.append(state.global_step)})())
+                                   peft_config=standard_lora(r=4), callbacks=[counter], **knobs)
         train_resumable(trainer, trainer.checkpoints)
-        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}, steps
+        return lora_weights(trainer.model), counter.steps
 
     whole, steps_whole = run(resume=False)
     shutil.rmtree(tmp_path / "ckpt" / "dpo" / "checkpoint-4")                 # as if cut off after step 2
