@@ -1,4 +1,14 @@
-"""Shared code for the fine-tuning course. One module per concern; notebooks import from here."""
-from helpers.env import quiet_known_warnings
+"""Shared code for the fine-tuning course; notebooks import from here. Importing it changes nothing: a
+notebook's first call, `helpers.env.start`, quiets the known harmless warnings.
 
-quiet_known_warnings()
+The modules, by layer (each imports only from the layers above it in this list):
+- where things are, the machine: paths, env, precision, arch
+- the tiny world: world (facts, corpus, chat, skill, preferences), facts, data (reading and checking rows),
+  world_measures (its rulers), base_model (pretraining the tiny model)
+- models and data of any kind: models, formats, chat, export
+- measuring: evaluation (any model, any data), verdict (the one rule for comparisons over seeds), plots,
+  memory, quant, lora
+- training: recipes (every recipe and budget), runs (the one training routine, checkpoints), training (SFT),
+  dpo, grpo, forgetting, adapters, sft_script and fsdp_script (multi-process runs)
+- the course's own machinery: course (run notebooks, budgets, -p), bench, colab
+"""

@@ -2,7 +2,7 @@
 
     python -m helpers.bench                       # every notebook (default run) and the test suite
     python -m helpers.bench --only 02 06 --no-tests
-    python -m helpers.bench --real                # the notebooks on SmolLM2-135M-Instruct at a realistic budget
+    python -m helpers.bench --budget benchmark    # the notebooks on SmolLM2-135M-Instruct at a realistic budget
     python -m helpers.bench --inplace --no-tests  # refresh the committed notebooks' outputs, timed
 
 Timings are benchmarks, not tests: they are written to outputs/bench/<label>.json with the machine's
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.course import execute, notebooks, real_model_parameters, run_notebook
+from helpers.course import execute, notebooks, run_notebook
 from helpers.env import describe_machine
 from helpers.paths import ROOT
 
@@ -49,31 +49,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Time the course's notebooks and tests on this machine.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
     parser.add_argument("--no-tests", action="store_true", help="skip timing the test suite")
-    parser.add_argument("--real", action="store_true",
-                        help="run the notebooks on the real model at the benchmark budget (helpers.course.REAL_MODEL_RUNS)")
+    parser.add_argument("--budget", default="tiny",
+                        help="a named budget of helpers.recipes (benchmark: the real model at a realistic budget)")
     parser.add_argument("--inplace", action="store_true",
                         help="execute the committed notebooks in place (default run): refresh them and time it")
     parser.add_argument("--label", default=None, help="name of this row (default: cpu capability and mode)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     args = parser.parse_args()
     machine = describe_machine(measure_bf16=True)
-    label = args.label or f"{machine['device']}-{machine.get('cpu_capability', '')}-{'real' if args.real else 'tiny'}"
+    label = args.label or f"{machine['device']}-{machine.get('cpu_capability', '')}-{args.budget}"
     result = {"label": label, "machine": machine, "env": {k: os.environ[k] for k in
                                                           ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
               "notebooks": {}, "metrics": {}}
     for nb in notebooks(args.only):
         print(f"running {nb.name} ...", flush=True)
-        if args.inplace and not args.real:  # the default parameters write ../outputs/<stem>/metrics.json
+        if args.inplace and args.budget == "tiny":  # the default parameters write ../outputs/<stem>/metrics.json
             seconds = execute(nb, nb)
             metrics = json.loads((ROOT / "outputs" / nb.stem / "metrics.json").read_text())
         else:
-            params = real_model_parameters(nb.name[:2], "benchmark") if args.real else None
-            metrics, seconds = run_notebook(nb, args.out / label / nb.stem, params)
+            metrics, seconds = run_notebook(nb, args.out / label / nb.stem, {"budget": args.budget})
         result["notebooks"][nb.name[:2]] = round(seconds, 1)
         result["metrics"][nb.name[:2]] = metrics
         print(f"  {seconds:6.1f} s", flush=True)
     result["course_seconds"] = round(sum(result["notebooks"].values()), 1)
-    if not args.no_tests and not args.real:
+    if not args.no_tests and args.budget == "tiny":
         print("running the test suite ...", flush=True)
         result["tests"] = time_tests()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
     python -m helpers.course                  # every notebook, executed copies in outputs/course
     python -m helpers.course --only 00 02     # some of them
-    python -m helpers.course --real           # on SmolLM2-135M-Instruct and real data, at a small budget
+    python -m helpers.course --budget smoke   # a named budget (helpers.recipes): smoke, benchmark, colab_t4
+    python -m helpers.course --only 02 -p max_steps 5 -y "sweep_ranks: [1, 4]"   # any parameter
     python -m helpers.course --inplace        # refresh the committed notebooks' outputs
     python -m helpers.course --sync           # rewrite badges and setup cells from helpers.paths.REPO
     python -m helpers.course --html           # render the executed copies to HTML, to read as a learner does
@@ -17,70 +18,27 @@ import re
 import time
 from pathlib import Path
 
-from helpers.env import BATCH_ENV
+from helpers.env import BATCH_ENV, OFFLINE_ENV
 from helpers.paths import NOTEBOOKS_DIR, REPO_URL, ROOT, colab_badge
+from helpers.recipes import check_parameters
 
 # The kernel's environment: offline, quiet progress bars, and matplotlib's inline backend (no MPLBACKEND),
 # so that every figure is stored in the executed notebook.
-KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-              "TOKENIZERS_PARALLELISM": "false", BATCH_ENV: "1"}
-
-# The real model and real data every notebook also runs on (tests/test_real_model.py, `--real`, the benchmark).
-REAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-REAL_CHAT_DATA = "data/real/alpaca_5000.json"
-REAL_PREFERENCE_DATA = "data/real/hh_rlhf_harmless_test.jsonl.gz"
-# Per notebook: the parameters of a run on the real model at a small budget (CI) and at a realistic one (benchmark).
-REAL_MODEL_RUNS: dict[str, dict[str, dict]] = {
-    "smoke": {
-        "01": {"max_steps": 4, "batch_size": 4, "max_train_rows": 64, "timing_repeats": 5},
-        "02": {"dataset": REAL_CHAT_DATA, "max_train_rows": 32, "max_eval_rows": 6, "max_steps": 4,
-               "batch_size": 4, "max_length": 192, "sweep_steps": 0, "overfit_epochs": 0},
-        "03": {"dataset": REAL_CHAT_DATA, "max_train_rows": 24, "max_eval_rows": 6, "max_steps": 3,
-               "batch_size": 4, "max_length": 192, "seeds": [0]},
-        "04": {"dataset": REAL_CHAT_DATA, "max_train_rows": 24, "max_eval_rows": 6, "max_steps": 3,
-               "batch_size": 4, "max_length": 192, "seeds": [0], "max_probes": 48},
-        "05": {"dataset": REAL_PREFERENCE_DATA, "max_train_rows": 32, "max_eval_rows": 12, "max_steps": 2,
-               "batch_size": 2, "max_length": 128, "sweep_betas": [], "max_probes": 32, "check_pairs": 4},
-        "06": {"seeds": [0], "max_steps": 3, "batch_size": 4, "ranks": [], "replay_ratios": [0.25],
-               "max_probes": 32, "max_skill_rows": 8, "put_back": False, "alignment_tax": False,
-               "measure_every": 3},
-        "07": {"steps": {"facts": 3, "skill": 3, "persona": 3}, "batch_size": 4, "max_eval_rows": 2,
-               "timing_repeats": 3, "combination_types": ["cat"]},
-        "08": {"dataset": REAL_CHAT_DATA, "batch_size": 2, "seq_len": 64, "timed_steps": 1,
-               "gen_tokens": 8, "launch_steps": 3},
-        "09": {"reward": "reversal_partial", "warmup_sft_steps": 16, "max_steps": 2,
-               "prompts_per_step": 2, "num_generations": 4,
-               "seeds": [0], "hack_steps": 0, "generations_sweep": [], "max_eval_rows": 8,
-               "max_probes": 16},
-    },
-    # A realistic budget that fits 2 CPU cores in about 45 minutes for the whole course (python -m
-    # helpers.bench --real); on a GPU raise rows and steps (BENCHMARKS.md records what ran where).
-    "benchmark": {
-        "01": {"max_steps": 16, "batch_size": 8, "max_train_rows": 256, "timing_repeats": 5},
-        "02": {"dataset": REAL_CHAT_DATA, "max_train_rows": 256, "max_eval_rows": 24, "max_steps": 24,
-               "batch_size": 8, "max_length": 256, "sweep_steps": 0, "overfit_epochs": 0},
-        "03": {"dataset": REAL_CHAT_DATA, "max_train_rows": 128, "max_eval_rows": 16, "max_steps": 12,
-               "batch_size": 8, "max_length": 256, "seeds": [0]},
-        "04": {"dataset": REAL_CHAT_DATA, "max_train_rows": 128, "max_eval_rows": 16, "max_steps": 12,
-               "batch_size": 8, "max_length": 256, "seeds": [0], "max_probes": 96},
-        "05": {"dataset": REAL_PREFERENCE_DATA, "max_train_rows": 128, "max_eval_rows": 48, "max_steps": 12,
-               "batch_size": 4, "max_length": 192, "sweep_betas": [], "max_probes": 96, "check_pairs": 8},
-        "06": {"seeds": [0, 1, 2], "max_steps": 12, "batch_size": 8, "ranks": [], "replay_ratios": [0.25],
-               "max_probes": 96, "max_skill_rows": 24, "put_back": False, "alignment_tax": False,
-               "measure_every": 4},
-        "07": {"steps": {"facts": 12, "skill": 12, "persona": 12}, "batch_size": 8, "max_eval_rows": 16,
-               "timing_repeats": 3, "combination_types": ["cat"]},
-        "08": {"dataset": REAL_CHAT_DATA, "batch_size": 4, "seq_len": 256, "launch_steps": 3},
-        "09": {"reward": "reversal_partial", "warmup_sft_steps": 30, "max_steps": 12, "prompts_per_step": 4,
-               "num_generations": 4, "seeds": [0, 1], "hack_steps": 0, "generations_sweep": [],
-               "max_eval_rows": 24, "max_probes": 48},
-    },
-}
+KERNEL_ENV = {**OFFLINE_ENV, BATCH_ENV: "1"}
 
 
-def real_model_parameters(prefix: str, budget: str = "smoke") -> dict:
-    """papermill parameters that run notebook `prefix` on the real model at the given budget."""
-    return {"model": REAL_MODEL, **REAL_MODEL_RUNS[budget].get(prefix, {})}
+def command_line_parameters(pairs: list[list[str]], yamls: list[str]) -> dict:
+    """-p NAME VALUE pairs (values read as papermill reads them) and -y YAML strings, as one dict."""
+    import yaml
+    from papermill.cli import _resolve_type
+
+    out = {name: _resolve_type(value) for name, value in pairs}
+    for text in yamls:
+        loaded = yaml.safe_load(text)
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"-y takes YAML of name: value pairs, e.g. -y 'sweep_ranks: [1, 4]'; got {text!r}")
+        out.update(loaded)
+    return out
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -124,6 +82,7 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict | None = None, 
 
     The notebook writes its metrics to out_dir/metrics.json and anything else under out_dir.
     """
+    check_parameters(notebook, parameters or {})   # an unknown or mistyped parameter: refused before it runs
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
@@ -171,7 +130,9 @@ if "google.colab" in sys.modules:
     os.chdir("/content/course/notebooks")
 sys.path.insert(0, os.path.abspath(".."))  # makes `helpers` importable
 from helpers.colab import check_runtime
-check_runtime()  # on Colab: one line, ready or "restart the runtime" and why'''
+from helpers.env import quiet_known_warnings
+check_runtime()  # on Colab: one line, ready or "restart the runtime" and why
+quiet_known_warnings()  # harmless library messages silenced at their source: helpers.env says which'''
 
 
 def sync(paths: list[Path] | None = None) -> list[Path]:
@@ -220,7 +181,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the course's notebooks with papermill.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "course")
-    parser.add_argument("--real", action="store_true", help="run on the real model and data at a small budget")
+    parser.add_argument("--budget", default="tiny",
+                        help="a named budget of helpers.recipes: tiny (default), smoke, benchmark, colab_t4")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set one parameter (as papermill's -p: numbers, true/false, none, else a string)")
+    parser.add_argument("-y", "--yaml", action="append", default=[],
+                        help="parameters as YAML, for lists and dicts: -y 'sweep_ranks: [1, 4]'")
     parser.add_argument("--inplace", action="store_true", help="save outputs into the committed notebooks")
     parser.add_argument("--sync", action="store_true", help="rewrite badges and setup cells from helpers.paths.REPO")
     parser.add_argument("--html", action="store_true", help="also render each executed notebook to HTML")
@@ -229,11 +195,17 @@ def main() -> None:
         for path in sync():
             print(f"updated {path}")
         return
+    given = command_line_parameters(args.parameter, args.yaml)
+    if given and args.inplace:
+        parser.error("--inplace refreshes the committed default run; it takes no -p/-y")
     rows, total = [], 0.0
-    for nb in notebooks(args.only):
+    chosen = notebooks(args.only)
+    for nb in chosen:   # refused before anything runs
+        check_parameters(nb, {"budget": args.budget, **given})
+    for nb in chosen:
         print(f"running {nb.name} ...", flush=True)
-        parameters = real_model_parameters(nb.name[:2]) if args.real else None
-        out_dir = args.out / (f"{nb.stem}_real" if args.real else nb.stem)
+        parameters = {"budget": args.budget, **given}
+        out_dir = args.out / (nb.stem if args.budget == "tiny" else f"{nb.stem}_{args.budget}")
         if args.inplace:
             seconds, metrics = execute(nb, nb, live=True), {}
         else:

@@ -14,23 +14,23 @@ import math
 import torch
 from datasets import Dataset
 
-from helpers.checkpoints import NO_CHECKPOINTS
 from helpers.env import batch_run
 from helpers.evaluation import chat_ids, common_prefix, completion_logps, token_logps
 from helpers.precision import choose_precision
-from helpers.training import Stopwatch, quiet
+from helpers.runs import NO_CHECKPOINTS, CheckpointPlan
 
 LN2 = math.log(2)
 
-# One DPO recipe per model scale (course names; sft_weight > 0 adds the NLL term on the chosen answers).
-# "tiny": tuned by measurement in notebook 05. "real": LoRA DPO on a 100M-8B instruct model; peers use
-# 5e-6 to 5e-5 with LoRA.
-DPO_RECIPES = {
-    "tiny": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 16, "max_length": 128, "beta": 0.1,
-             "sft_weight": 1.0, "lora_r": 8},
-    "real": {"learning_rate": 5e-5, "epochs": 1, "batch_size": 8, "max_length": 384, "beta": 0.1,
-             "sft_weight": 0.0, "lora_r": 8},
-}
+# The knobs of a DPO recipe (helpers.recipes) that dpo_config takes (lora_r goes to the LoraConfig).
+DPO_KNOBS = ("learning_rate", "epochs", "batch_size", "max_length", "beta", "sft_weight", "max_steps")
+
+
+def dpo_knobs(recipe: dict, **changes) -> dict:
+    """The dpo_config knobs of a recipe (those it has), with changes applied."""
+    unknown = sorted(k for k in changes if k not in DPO_KNOBS)
+    if unknown:
+        raise KeyError(f"{unknown} are not DPO knobs; the DPO knobs are {list(DPO_KNOBS)}")
+    return {**{k: recipe[k] for k in DPO_KNOBS if k in recipe}, **changes}
 
 
 def preference_dataset(rows: list[dict]) -> Dataset:
@@ -125,9 +125,9 @@ def chosen_nll(model, tokenizer, rows: list[dict], batch_size: int = 16) -> floa
 
 def dpo_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batch_size: int = 8,
                max_length: int = 128, beta: float = 0.1, sft_weight: float = 0.0, max_steps: int = -1,
-               seed: int = 0, logging_steps: int = 2, lora_r: int | None = None, **extra):
+               seed: int = 0, logging_steps: int = 2, **extra):
     """The course's DPOConfig (notebook 05 writes the same knobs out). sft_weight > 0: DPO + NLL on the chosen
-    answers (RPO). lora_r is accepted and ignored, so a whole recipe can be passed."""
+    answers (RPO). `extra` goes to DPOConfig as is."""
     from trl import DPOConfig
 
     args = dict(output_dir=str(output_dir), beta=beta, learning_rate=learning_rate, num_train_epochs=epochs,
@@ -141,23 +141,17 @@ def dpo_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batc
     return DPOConfig(**args)
 
 
-def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, peft_config=None,
-                     callbacks: list | None = None, checkpoints: dict | None = None, **config):
-    """A DPOTrainer on the rows; ref_model=None so that with a peft model the reference is the adapter switched off.
-
-    checkpoints: `helpers.checkpoints.checkpointing(...)`; train it with `train_resumable(trainer,
-    trainer.checkpoints)` to continue from the last complete checkpoint.
-    """
+def make_dpo_trainer(model, tokenizer, train_rows: list[dict], *, output_dir: str, run_name: str = "dpo",
+                     peft_config=None, callbacks: list | None = None, plan: CheckpointPlan = NO_CHECKPOINTS,
+                     **config):
+    """A DPOTrainer on the rows, to train with `helpers.runs.train(trainer, plan)`; ref_model=None so that with
+    a peft model the reference is the adapter switched off. config: dpo_config's keywords
+    (`dpo_knobs(recipe)`, seed, ...); the run checkpoints into its sub-folder `run_name` of the plan."""
     from trl import DPOTrainer
 
-    plan = checkpoints or NO_CHECKPOINTS
-    stopwatch = Stopwatch()
-    trainer = quiet(DPOTrainer(model=model, ref_model=None,
-                               args=dpo_config(plan["output_dir"] or output_dir, **config, **plan["save"]),
-                               train_dataset=preference_dataset(train_rows), processing_class=tokenizer,
-                               peft_config=peft_config, callbacks=[stopwatch, *plan["callbacks"], *(callbacks or [])]))
-    trainer.stopwatch, trainer.checkpoints = stopwatch, plan
-    return trainer
+    args = dpo_config(**config, **plan.trainer_args(run_name, output_dir))
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=preference_dataset(train_rows),
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
 
 
 def trl_batch_loss(trainer, n: int = 16) -> dict[str, float]:

@@ -15,6 +15,9 @@ import torch
 # Set by helpers.course for papermill runs (the course command, the tests): progress bars stay out of the
 # stored outputs. In Jupyter or Colab it is unset and the bars show.
 BATCH_ENV = "FINE_TUNING_COURSE_BATCH"
+# No hub is ever reached by the tests, the course command or CI: everything the course needs is local.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -25,6 +28,9 @@ def in_colab() -> bool:
 def batch_run() -> bool:
     """True under the course command and the tests (papermill): no live progress bars."""
     return os.environ.get(BATCH_ENV) == "1"
+
+
+_QUIETED = False
 
 
 def quiet_known_warnings() -> None:
@@ -44,6 +50,10 @@ def quiet_known_warnings() -> None:
       models here tie it to the embeddings, so safetensors stores it once, and loading the embeddings
       restores both (a model with its own head has it in the checkpoint, and is not missing it).
     """
+    global _QUIETED
+    if _QUIETED:
+        return
+    _QUIETED = True
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     logging.getLogger("transformers.trainer_utils").addFilter(
         lambda record: "mtime may not be reliable" not in record.getMessage())
@@ -115,12 +125,14 @@ def describe_machine(measure_bf16: bool = False) -> dict:
 
 
 def start(seed: int, output_dir: str | None = None):
-    """The first lines of every notebook: seed everything, make the output folder, and say in one line where
+    """The first lines of every notebook: quiet the known harmless warnings, seed everything, make the output
+    folder, and say in one line where
     and how this run computes (device, CPU or GPU, threads, precision). Returns the output folder as a Path."""
     from pathlib import Path
 
     from helpers.precision import choose_precision
 
+    quiet_known_warnings()
     seed_everything(seed)
     m = describe_machine()
     where = m.get("gpu") or f"{m['cpu_model']}, {m['threads']} threads"

@@ -1,10 +1,13 @@
-"""Measuring a model: held-out loss on any chat data, replies side by side, and the tiny world's rulers
-(fact probes, chat exact match, perplexity, the skill, the preference rule).
+"""Measuring any model on any data: held-out loss on chat rows, log-probabilities of completions, greedy
+replies side by side, exact match against reference answers, perplexity of text.
 
-All generation is greedy, so the same model gives the same numbers.
+Nothing here knows the tiny world: its own measures (fact probes, the skill, the preference rule) are in
+`helpers.world_measures`. All generation is greedy unless asked otherwise, so the same model gives the same
+numbers. A function that needs a tokenizer's padding side sets it and puts it back.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -13,6 +16,17 @@ import torch.nn.functional as F
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def padding_side(tokenizer, side: str):
+    """The tokenizer pads on `side` inside the block and as before after it."""
+    before = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = before
 
 
 # ------------------------------------------------------------------------ tokens and log-probabilities
@@ -27,6 +41,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def last_turn_split(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A conversation cut before its last turn: (every turn but the last, [the last turn]), the target."""
+    return messages[:-1], messages[-1:]
 
 
 def split_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], list[int]]:
@@ -73,7 +92,7 @@ def heldout_loss(model, tokenizer, rows: list[dict], batch_size: int = 16) -> fl
 
     Works on any model and any chat data: the measure of SFT that needs no answer key.
     """
-    pairs = [split_prompt_completion(tokenizer, r["messages"][:-1], r["messages"][-1:]) for r in rows]
+    pairs = [split_prompt_completion(tokenizer, *last_turn_split(r["messages"])) for r in rows]
     was_training = model.training
     model.eval()
     total = completion_logps(model, pairs, tokenizer.pad_token_id, batch_size).sum().item()
@@ -87,15 +106,15 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batc
              **generate_kwargs) -> list[str]:
     """Continuations of plain-text prompts (left-padded batches): greedy unless generate_kwargs say
     otherwise (do_sample, temperature, num_return_sequences: each prompt's sequences together)."""
-    tokenizer.padding_side = "left"
     generate_kwargs = {"do_sample": False, **generate_kwargs}
     out = []
-    for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(_device(model))
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, **generate_kwargs)
-        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    with padding_side(tokenizer, "left"):   # generation continues the prompt: pads go in front
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(_device(model))
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **generate_kwargs)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
 
 
@@ -118,31 +137,10 @@ def side_by_side(models: dict, tokenizer, rows: list[dict], max_new_tokens: int 
              **{name: cut(replies[name][i]) for name in models}} for i, r in enumerate(rows)]
 
 
-# ------------------------------------------------------------------------------- tiny-world rulers
+# ------------------------------------------------------------------------------ reply and text measures
 def normalize(text: str) -> str:
     """Lower case, single spaces, no trailing punctuation: what exact match compares."""
     return " ".join(text.lower().split()).rstrip(".!? ")
-
-
-def fact_probe_accuracy(model, tokenizer, probes: list[dict], return_details: bool = False):
-    """Share of cloze probes whose greedy continuation starts with the answer.
-
-    probes: rows {"prompt": "The capital of France is", "answer": "Paris"}. They are real facts, so the
-    ruler means something on any model (a real model knows many of them).
-    """
-    conts = complete(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=8)
-    hits = [c.strip().lower().startswith(p["answer"].lower()) for p, c in zip(probes, conts)]
-    acc = sum(hits) / len(hits)
-    return (acc, conts) if return_details else acc
-
-
-def answer_scores(replies: list[str], rows: list[dict], facts_by_id: dict[str, dict]) -> dict[str, float]:
-    """Two rulers of replies to the tiny world's questions: `exact_match` (the whole reply is the reference
-    sentence, the world's answer style) and `names_answer` (the reply contains the fact's answer, in any style:
-    fair to a model that answers in its own words)."""
-    exact = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
-    named = [facts_by_id[row["fact_id"]]["answer"].lower() in r.lower() for r, row in zip(replies, rows)]
-    return {"exact_match": sum(exact) / len(rows), "names_answer": sum(named) / len(rows)}
 
 
 def chat_exact_match(model, tokenizer, rows: list[dict], return_details: bool = False, max_new_tokens: int = 32):
@@ -156,29 +154,17 @@ def chat_exact_match(model, tokenizer, rows: list[dict], return_details: bool = 
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
     """exp(mean negative log-likelihood per predicted token) over the texts."""
-    tokenizer.padding_side = "right"
     total_nll, total_tokens = 0.0, 0
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(_device(model))
-        logits = model(**enc).logits[:, :-1].float()
-        targets = enc["input_ids"][:, 1:]
-        mask = enc["attention_mask"][:, 1:].bool()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        total_nll += nll[mask].sum().item()
-        total_tokens += mask.sum().item()
-    tokenizer.padding_side = "left"
+    with padding_side(tokenizer, "right"):
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(_device(model))
+            logits = model(**enc).logits[:, :-1].float()
+            targets = enc["input_ids"][:, 1:]
+            mask = enc["attention_mask"][:, 1:].bool()
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            total_nll += nll[mask].sum().item()
+            total_tokens += mask.sum().item()
     return math.exp(total_nll / total_tokens)
 
 
-def skill_accuracy(model, tokenizer, rows: list[dict]) -> float:
-    """Exact match on the narrow skill (reversing letters): the same measure as chat exact match."""
-    return chat_exact_match(model, tokenizer, rows, max_new_tokens=16)
-
-
-def preferred_rate(model, tokenizer, pairs: list[dict], facts_by_id: dict[str, dict], rule) -> tuple[float, list[str]]:
-    """Share of generations to the pairs' prompts that the preference rule accepts."""
-    rows = [{"messages": p["prompt"] + p["chosen"]} for p in pairs]
-    replies = generate_replies(model, tokenizer, rows, max_new_tokens=40)
-    rate = sum(rule(r, facts_by_id[p["fact_id"]]) for r, p in zip(replies, pairs)) / len(pairs)
-    return rate, replies

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="global: split equally across processes")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA's rank")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
     seed_everything(args.seed)  # same seed on every rank: the same initial adapter everywhere
     model, tokenizer = load_model(args.model, device=device, dtype=torch.float32)
-    model = get_peft_model(model, standard_lora(r=args.rank))
+    model = get_peft_model(model, standard_lora(r=args.lora_r))
     full_bytes = tensor_bytes(model.parameters())
     mesh = init_device_mesh(device.split(":")[0], (world,))
     for block in decoder_layers(model):

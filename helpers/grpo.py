@@ -13,22 +13,23 @@ import re
 
 import torch
 
-from helpers.checkpoints import NO_CHECKPOINTS, train_resumable
 from helpers.data import DatasetError
-from helpers.world import SKILL_PROMPT
+from helpers.runs import NO_CHECKPOINTS, CheckpointPlan, TrainedRun, train
+from helpers.world import SKILL_PROMPT, reverse_letters
 
-# One recipe per model scale (helpers.training.pick_recipe picks it). warmup_sft_steps: SFT steps before
-# RL, so that the policy sometimes succeeds (a group whose answers all score 0 teaches nothing).
-# Measured on the tiny model (notebook 09): 2e-3 degraded exact accuracy, 1e-3 raised it. Real models:
-# peers use ~1e-6 (full) to ~1e-5 (LoRA) over hundreds of steps; 5e-5 suits the short runs here.
-GRPO_RECIPES = {
-    "tiny": {"learning_rate": 1e-3, "max_steps": 60, "prompts_per_step": 8, "num_generations": 8,
-             "temperature": 1.0, "beta": 0.04, "max_completion_length": 16, "lora_r": 8,
-             "warmup_sft_steps": 80},
-    "real": {"learning_rate": 5e-5, "max_steps": 30, "prompts_per_step": 4, "num_generations": 8,
-             "temperature": 1.0, "beta": 0.04, "max_completion_length": 24, "lora_r": 8,
-             "warmup_sft_steps": 60},
-}
+# The knobs of a GRPO recipe (helpers.recipes) that grpo_config takes (lora_r goes to the LoraConfig,
+# warmup_sft_steps to the SFT run before RL).
+GRPO_KNOBS = ("learning_rate", "max_steps", "prompts_per_step", "num_generations", "temperature", "beta",
+              "max_completion_length")
+
+
+def grpo_knobs(recipe: dict, **changes) -> dict:
+    """The grpo_config knobs of a recipe, with changes applied."""
+    unknown = sorted(k for k in changes if k not in GRPO_KNOBS)
+    if unknown:
+        raise KeyError(f"{unknown} are not GRPO knobs; the GRPO knobs are {list(GRPO_KNOBS)}")
+    return {**{k: recipe[k] for k in GRPO_KNOBS if k in recipe}, **changes}
+
 
 LETTERS = re.compile(r"\b[a-z]\b(?:[ ,]+\b[a-z]\b)*")
 
@@ -47,7 +48,8 @@ def answer_letters(text: str) -> list[str]:
 
 
 def reversed_letters(letters: str) -> list[str]:
-    return letters.split()[::-1]
+    """The right answer's letters, as a list (the world's `reverse_letters`)."""
+    return reverse_letters(letters).split()
 
 
 # ----------------------------------------------------------------------------------------- rewards
@@ -160,11 +162,9 @@ def as_chat_rows(prompt_rows: list[dict]) -> list[dict]:
 def grpo_config(output_dir, *, learning_rate: float, max_steps: int = 60, prompts_per_step: int = 8,
                 num_generations: int = 8, temperature: float = 1.0, beta: float = 0.04,
                 max_completion_length: int = 16, seed: int = 0, logging_steps: int = 1,
-                loss_type: str = "dapo", lora_r: int | None = None, warmup_sft_steps: int | None = None,
-                **extra):
+                loss_type: str = "dapo", **extra):
     """The course's GRPOConfig (the knobs notebook 09 writes out). A batch is prompts_per_step prompts x
-    num_generations completions. lora_r and warmup_sft_steps are accepted and ignored, so that a whole
-    recipe can be passed."""
+    num_generations completions. `extra` goes to GRPOConfig as is (e.g. the plan's save settings)."""
     from trl import GRPOConfig
 
     from helpers.env import batch_run
@@ -176,50 +176,38 @@ def grpo_config(output_dir, *, learning_rate: float, max_steps: int = 60, prompt
         temperature=temperature, beta=beta, max_completion_length=max_completion_length, loss_type=loss_type,
         lr_scheduler_type="constant", warmup_steps=0, seed=seed, logging_steps=logging_steps,
         report_to="none", save_strategy="no", disable_tqdm=batch_run(), **choose_precision().trainer_args())
-    return GRPOConfig(**{**args, **extra})  # extra: e.g. save_strategy/save_steps for checkpoints
+    return GRPOConfig(**{**args, **extra})
 
 
 def make_grpo_trainer(model, tokenizer, rows: list[dict], reward_funcs: list, *, output_dir,
-                      peft_config=None, callbacks: list | None = None, checkpoints: dict | None = None, **config):
-    """A GRPOTrainer for prompt rows, each reward function wrapped by `checked`. The first function's
-    rewards of every batch are kept in `trainer.reward_log` (for the spread within groups).
-    checkpoints: `helpers.checkpoints.checkpointing(...)` (train_grpo continues from the last one)."""
+                      run_name: str = "grpo", peft_config=None, callbacks: list | None = None,
+                      plan: CheckpointPlan = NO_CHECKPOINTS, reward_log: list | None = None, **config):
+    """A GRPOTrainer for prompt rows, each reward function wrapped by `checked`, to train with
+    `helpers.runs.train(trainer, plan)`. reward_log: a list that receives the first function's rewards of
+    every batch (for the spread within groups). config: grpo_config's keywords (`grpo_knobs(recipe)`, seed)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from helpers.training import Stopwatch, quiet
-
-    plan = checkpoints or NO_CHECKPOINTS
-    reward_log, stopwatch = [], Stopwatch()
     funcs = [checked(f, reward_log if i == 0 else None) for i, f in enumerate(reward_funcs)]
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs,
-                          args=grpo_config(plan["output_dir"] or output_dir, **config, **plan["save"]),
-                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=[stopwatch, *plan["callbacks"], *(callbacks or [])])
-    trainer.reward_log, trainer.stopwatch, trainer.checkpoints = reward_log, stopwatch, plan
-    return quiet(trainer)
+    return GRPOTrainer(model=model, reward_funcs=funcs,
+                       args=grpo_config(**config, **plan.trainer_args(run_name, output_dir)),
+                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                       peft_config=peft_config, callbacks=callbacks)
 
 
-def train_grpo(model, tokenizer, rows, reward_funcs, **kwargs):
-    """make_grpo_trainer(...), trained; returns the trainer (trainer.train_seconds: the training time)."""
-    from helpers.training import drop_trl_forward_patch
-
-    trainer = make_grpo_trainer(model, tokenizer, rows, reward_funcs, **kwargs)
-    train_resumable(trainer, trainer.checkpoints)
-    trainer.train_seconds = trainer.checkpoints["seconds_before"] + trainer.stopwatch.seconds
-    trainer.model.eval()
-    drop_trl_forward_patch(trainer.model)
-    return trainer
+def train_grpo(model, tokenizer, rows, reward_funcs, plan: CheckpointPlan = NO_CHECKPOINTS, **kwargs) -> TrainedRun:
+    """make_grpo_trainer(...), trained by `helpers.runs.train`."""
+    return train(make_grpo_trainer(model, tokenizer, rows, reward_funcs, plan=plan, **kwargs), plan)
 
 
-def grpo_batch(trainer, rows: list[dict]) -> dict:
+def grpo_batch(trainer, rows: list[dict], reward_log: list) -> dict:
     """One batch as GRPOTrainer builds it before its loss: sampled completions (ids and mask), their
     rewards and advantages, the reference's token log-probs (when beta > 0). Uses TRL's own method, so the
     notebook's hand-written loss can be checked against `trainer.compute_loss` on exactly this batch."""
     trainer.model.train()
     rows = [r for r in rows for _ in range(trainer.num_generations)]  # each prompt num_generations times
     batch = trainer._generate_and_score_completions(rows)
-    batch["rewards"] = torch.tensor(trainer.reward_log[-1])   # the first reward function's
+    batch["rewards"] = torch.tensor(reward_log[-1])   # the first reward function's
     return batch
 
 
@@ -229,17 +217,17 @@ def group_spread(rewards: list[float], num_generations: int) -> float:
     return groups.std(dim=1, unbiased=False).mean().item()
 
 
-def training_curves(trainer) -> dict[str, list[tuple[int, float]]]:
+def training_curves(run: TrainedRun, reward_log: list) -> dict[str, list[tuple[int, float]]]:
     """(step, value) per step: mean reward, the spread of rewards within groups, the share of groups whose
     completions all scored the same (no signal), completion length in tokens, KL to the reference.
-    The spread comes from `trainer.reward_log`: after a resume, only the steps trained in this session."""
+    The spread comes from `reward_log` (make_grpo_trainer's): after a resume, only the steps trained in
+    this session."""
     keys = {"reward": "reward", "frac_reward_zero_std": "frac_reward_zero_std",
             "completion_length": "completions/mean_length", "kl": "kl"}
-    history = trainer.state.log_history
-    curves = {name: [(h["step"], h[key]) for h in history if key in h] for name, key in keys.items()}
-    g = trainer.num_generations
-    first = trainer.state.global_step - len(trainer.reward_log)   # 0 unless resumed from a checkpoint
-    curves["group_spread"] = [(first + i + 1, group_spread(r, g)) for i, r in enumerate(trainer.reward_log)]
+    curves = {name: [(h["step"], h[key]) for h in run.log if key in h] for name, key in keys.items()}
+    g = run.trainer.num_generations
+    first = run.steps - len(reward_log)   # 0 unless resumed from a checkpoint
+    curves["group_spread"] = [(first + i + 1, group_spread(r, g)) for i, r in enumerate(reward_log)]
     return curves
 
 

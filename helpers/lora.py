@@ -117,8 +117,12 @@ def weight_deltas(before: dict[str, torch.Tensor], model) -> dict[str, torch.Ten
     in_blocks = {id(m) for m in decoder_layers(model).modules()}
     keys = {f"{name}.weight" for name, m in model.named_modules()
             if id(m) in in_blocks and type(m).__name__ in LINEAR_CLASSES}
-    after = model.state_dict()
-    return {name: (after[name].detach().float().cpu() - w.float().cpu()) for name, w in before.items() if name in keys}
+    return deltas_between(before, model.state_dict(), keys)
+
+
+def deltas_between(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], keys) -> dict[str, torch.Tensor]:
+    """ΔW = tuned - start (fp32, on the CPU) for each of `keys` found in `start`: the one place ΔW is taken."""
+    return {k: tuned[k].detach().float().cpu() - start[k].float().cpu() for k in start if k in keys}
 
 
 def module_type(name: str) -> str:

@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     from peft import get_peft_model
     from safetensors.torch import save_file
 
-    from helpers.checkpoints import checkpointing
     from helpers.env import seed_everything
     from helpers.formats import load_rows
     from helpers.models import load_model
-    from helpers.training import SFT_RECIPES, fit_to_length, pick_recipe, standard_lora, train_sft
+    from helpers.recipes import pick_recipe
+    from helpers.runs import CheckpointPlan
+    from helpers.training import fit_to_length, sft_knobs, standard_lora, train_sft
 
     parser = argparse.ArgumentParser(description="LoRA SFT (runs under accelerate launch too).")
     parser.add_argument("--output-dir", required=True, type=Path)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=0, help="use only the first N training rows (0: all)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="per process (default: the recipe's); the global batch is this times the processes")
-    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=None, help="LoRA's rank (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", default=None, help="save a checkpoint every --save-steps steps here")
     parser.add_argument("--save-steps", type=int, default=2)
@@ -77,24 +78,23 @@ def main(argv: list[str] | None = None) -> None:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     seed_everything(args.seed)  # same seed on every rank: identical initial adapters
     model, tokenizer = load_model(args.model)
-    model = get_peft_model(model, standard_lora(r=args.rank))
+    recipe = pick_recipe("sft", model, verbose=rank == 0, batch_size=args.batch_size, lora_r=args.lora_r)
+    model = get_peft_model(model, standard_lora(r=recipe["lora_r"]))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_file(adapter_state(model), str(args.output_dir / f"adapter_init_rank{rank}.safetensors"))
-    recipe = pick_recipe(SFT_RECIPES, model, batch_size=args.batch_size, lora_r=args.rank)
     rows = load_rows(args.dataset)
     rows, _ = fit_to_length(rows[: args.rows] if args.rows else rows, tokenizer, recipe["max_length"])
-    checkpoints = checkpointing(args.checkpoint_dir, args.save_steps, args.resume, args.model, rows=len(rows),
-                                dataset=args.dataset, recipe=recipe, max_steps=args.max_steps, seed=args.seed)
-    trainer = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir), checkpoints=checkpoints,
-                        **{**recipe, "max_steps": args.max_steps, "seed": args.seed, "logging_steps": 1,
-                           "ddp_find_unused_parameters": False})
+    plan = CheckpointPlan(args.checkpoint_dir, args.save_steps, args.resume)
+    run = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir), run_name="run", plan=plan,
+                    **sft_knobs(recipe, max_steps=args.max_steps), seed=args.seed, logging_steps=1,
+                    ddp_find_unused_parameters=False)
     # Trainer.save_model writes on the main process only; each rank saves its own replica explicitly.
-    save_file(adapter_state(trainer.model), str(args.output_dir / f"adapter_rank{rank}.safetensors"))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    save_file(adapter_state(run.model), str(args.output_dir / f"adapter_rank{rank}.safetensors"))
+    losses = [h["loss"] for h in run.log if "loss" in h]
     (args.output_dir / f"log_rank{rank}.json").write_text(json.dumps(
-        {"rank": rank, "world_size": world, "steps": trainer.state.global_step, "losses": losses,
-         "train_seconds": trainer.train_seconds, "resumed_from": checkpoints["resume_from"]}))
-    trainer.save_model(str(args.output_dir / "adapter"))
+        {"rank": rank, "world_size": world, "steps": run.steps, "losses": losses,
+         "train_seconds": run.seconds, "resumed_from": run.resumed_from}))
+    run.trainer.save_model(str(args.output_dir / "adapter"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Tear the gloo/NCCL process group down while Python is alive: left to interpreter shutdown, gloo's
         # worker threads can abort the process (SIGABRT, exit code -6), which we saw once in CI on 2 cores.

@@ -1,60 +1,41 @@
-"""Training plumbing shared by the notebooks: recipes, SFT rows as prompt/completion, TRL's SFTTrainer with the
-course's settings, loss curves.
+"""SFT plumbing shared by the notebooks: chat rows as prompt/completion, TRL's SFTTrainer with the course's
+settings, trained by the one routine (`helpers.runs.train`).
 
 Notebook 02 builds `SFTConfig` and `SFTTrainer` in view, knob by knob; `sft_config` here builds the same
-config (02 checks that they are equal) for the notebooks and loops that reuse it.
+config (02 checks that they are equal) for the notebooks and loops that reuse it. The recipes live in
+`helpers.recipes`.
 """
 from __future__ import annotations
 
-import time
-
 from datasets import Dataset
-from transformers import PrinterCallback, TrainerCallback
 
-from helpers.checkpoints import NO_CHECKPOINTS, train_resumable
 from helpers.env import batch_run
-from helpers.models import count_parameters
+from helpers.evaluation import last_turn_split
 from helpers.precision import choose_precision
+from helpers.runs import NO_CHECKPOINTS, CheckpointPlan, TrainedRun, train
 
-# One SFT recipe per model scale, with the course's parameter names. "tiny": the 3.3M-parameter tiny-base
-# (tuned by measurement in notebook 02). "real": 100M-8B models, at the learning rates peers use for LoRA.
-# learning_rate is LoRA's; full_learning_rate is full fine-tuning's (every weight moves: a smaller step).
-SFT_RECIPES = {
-    "tiny": {"learning_rate": 3e-3, "full_learning_rate": 2e-4, "epochs": 6, "batch_size": 16, "max_length": 128,
-             "lora_r": 8, "warmup_steps": 0},
-    "real": {"learning_rate": 2e-4, "full_learning_rate": 2e-5, "epochs": 1, "batch_size": 8, "max_length": 256,
-             "lora_r": 8, "warmup_steps": 0.05},
-}
-TINY_MAX_PARAMETERS = 20_000_000  # below this a model gets the tiny recipes
+# The knobs of an SFT recipe that SFTConfig takes (lora_r goes to the LoraConfig, full_learning_rate
+# replaces learning_rate for full fine-tuning).
+SFT_KNOBS = ("learning_rate", "epochs", "batch_size", "max_length", "warmup_steps", "max_steps")
 
 
-def model_scale(model) -> str:
-    """'tiny' for the course's tiny models, 'real' for everything else."""
-    return "tiny" if count_parameters(model) < TINY_MAX_PARAMETERS else "real"
-
-
-def pick_recipe(recipes: dict[str, dict], model, **overrides) -> dict:
-    """The recipe for this model's scale, with every override that is not None applied.
-
-    An override the recipe does not know is refused (a misspelt knob would otherwise do nothing).
-    """
-    recipe = dict(recipes[model_scale(model)])
-    unknown = [k for k in overrides if k not in recipe]
+def sft_knobs(recipe: dict, **changes) -> dict:
+    """The SFTConfig knobs of a recipe (those it has), with changes applied: `sft_config(..., **sft_knobs(r))`."""
+    unknown = sorted(k for k in changes if k not in SFT_KNOBS)
     if unknown:
-        raise KeyError(f"unknown recipe setting {unknown}; the recipe has {sorted(recipe)}")
-    recipe.update({k: v for k, v in overrides.items() if v is not None})
-    return recipe
+        raise KeyError(f"{unknown} are not SFT knobs; the SFT knobs are {list(SFT_KNOBS)}")
+    return {**{k: recipe[k] for k in SFT_KNOBS if k in recipe}, **changes}
 
 
 def prompt_completion(row: dict) -> dict:
-    """A chat row as TRL's conversational prompt/completion: every turn but the last, and the last (the target).
+    """A chat row as TRL's conversational prompt/completion (`helpers.evaluation.last_turn_split`).
 
     With this layout TRL computes the loss on the completion only, for any chat template (it needs no
     `{% generation %}` markers): the completion is what the full conversation adds after the prompt
     rendered with the generation prompt, the end-of-turn token included.
     """
-    messages = row["messages"]
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
+    prompt, completion = last_turn_split(row["messages"])
+    return {"prompt": prompt, "completion": completion}
 
 
 def sft_dataset(rows: list[dict]) -> Dataset:
@@ -75,9 +56,9 @@ def fit_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
 def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batch_size: int = 8,
                max_length: int = 128, max_steps: int = -1, warmup_steps: float = 0, seed: int = 0,
                eval_steps: int | None = None, logging_steps: int = 5, gradient_checkpointing: bool = False,
-               lora_r: int | None = None, full_learning_rate: float | None = None, **extra):
-    """The course's SFTConfig (the same knobs notebook 02 writes out). lora_r and full_learning_rate are
-    accepted and ignored, so that a whole recipe can be passed; anything else goes to SFTConfig as is."""
+               **extra):
+    """The course's SFTConfig (the same knobs notebook 02 writes out); `extra` goes to SFTConfig as is
+    (an argument SFTConfig does not have is refused by it)."""
     from trl import SFTConfig
 
     args = dict(output_dir=str(output_dir), completion_only_loss=True, max_length=max_length, packing=False,
@@ -93,72 +74,24 @@ def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batc
     return SFTConfig(**args)
 
 
-class Stopwatch(TrainerCallback):
-    """Wall time of training only (not of dataset preparation); 0 when nothing was trained."""
-    seconds = 0.0
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.start = time.perf_counter()
-
-    def on_train_end(self, args, state, control, **kw):
-        self.seconds = time.perf_counter() - self.start
-
-
-def quiet(trainer):
-    """No log line printed per logging step (the notebooks plot the log instead); returns the trainer."""
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
 def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
-              output_dir: str, peft_config=None, callbacks: list | None = None, checkpoints: dict | None = None,
-              **config):
-    """Supervised fine-tuning with TRL's SFTTrainer on chat rows; returns the trained trainer.
+              output_dir: str, run_name: str = "sft", peft_config=None, callbacks: list | None = None,
+              plan: CheckpointPlan = NO_CHECKPOINTS, **config) -> TrainedRun:
+    """Supervised fine-tuning with TRL's SFTTrainer on chat rows, trained by `helpers.runs.train`.
 
-    config: `sft_config`'s keywords (a recipe: learning_rate, epochs, batch_size, max_length, ...).
-    callbacks: extra TrainerCallbacks (e.g. one that measures the model every few steps).
-    checkpoints: `helpers.checkpoints.checkpointing(...)`: save every N steps and resume from the last.
+    config: `sft_config`'s keywords (`sft_knobs(recipe)`, seed, ...). callbacks: extra TrainerCallbacks
+    (e.g. one that measures the model every few steps). plan: the notebook's CheckpointPlan; this run
+    checkpoints into its sub-folder `run_name`.
     """
     from trl import SFTTrainer
 
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
-    checkpoints = checkpoints or NO_CHECKPOINTS
-    config.update(checkpoints["save"])
-    output_dir = checkpoints["output_dir"] or output_dir
-    stopwatch = Stopwatch()
-    trainer = quiet(SFTTrainer(model=model, args=sft_config(output_dir, **config),
-                               train_dataset=sft_dataset(train_rows),
-                               eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
-                               processing_class=tokenizer, peft_config=peft_config,
-                               callbacks=[stopwatch, *checkpoints["callbacks"], *(callbacks or [])]))
-    train_resumable(trainer, checkpoints)
-    trainer.train_seconds = checkpoints["seconds_before"] + stopwatch.seconds   # earlier sessions' included
-    trainer.model.eval()
-    drop_trl_forward_patch(trainer.model)
-    return trainer
-
-
-def drop_trl_forward_patch(model) -> None:
-    """Give a model back its own `forward` after a TRL trainer is done with it.
-
-    TRL 1.x trainers replace `forward` on the model *instance* by a closure over the original bound
-    method (its fused LM head). The closure survives training: a `copy.deepcopy` of the model then
-    still runs the ORIGINAL model's forward (generation included), so the copy's new adapter has no
-    effect. Measured in notebook 05 before this fix: a DPO-trained copy generated exactly like the SFT model.
-    Deleting the instance attribute restores the class's forward; TRL adds its patch again when a new
-    trainer is built.
-    """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for m in (model, inner):
-        m.__dict__.pop("forward", None)
-
-
-def loss_curves(trainer) -> dict[str, list[tuple[int, float]]]:
-    """(step, loss) pairs for training and validation from the trainer's log."""
-    history = trainer.state.log_history
-    return {"train": [(h["step"], h["loss"]) for h in history if "loss" in h],
-            "eval": [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]}
+    config = {**config, **plan.trainer_args(run_name, output_dir)}
+    trainer = SFTTrainer(model=model, args=sft_config(**config), train_dataset=sft_dataset(train_rows),
+                         eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    return train(trainer, plan)
 
 
 def standard_lora(r: int = 8, target_modules="all-linear", lora_alpha: int | None = None, **kwargs):

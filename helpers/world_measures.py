@@ -1,0 +1,51 @@
+"""The tiny world's own measures, beside the world (helpers.world): fact probes, answers to its questions, the
+skill, the preference rule. They also run on a real model (the facts are real), labelled as the tiny
+world's rulers; the measures that mean something on any data are in `helpers.evaluation`.
+"""
+from __future__ import annotations
+
+from helpers.evaluation import chat_exact_match, complete, generate_replies, normalize
+
+
+def fact_hit(continuation: str, answer: str) -> bool:
+    """The fact-probe rule: the continuation starts with the answer (any case, leading spaces ignored)."""
+    return continuation.strip().lower().startswith(answer.lower())
+
+
+def fact_hits(model, tokenizer, probes: list[dict]) -> tuple[list[bool], list[str]]:
+    """(for each cloze probe: does the greedy continuation start with the answer?, the continuations)."""
+    conts = complete(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=8)
+    return [fact_hit(c, p["answer"]) for p, c in zip(probes, conts)], conts
+
+
+def fact_probe_accuracy(model, tokenizer, probes: list[dict], return_details: bool = False):
+    """Share of cloze probes whose greedy continuation starts with the answer.
+
+    probes: rows {"prompt": "The capital of France is", "answer": "Paris"}. They are real facts, so the
+    ruler means something on any model (a real model knows many of them).
+    """
+    hits, conts = fact_hits(model, tokenizer, probes)
+    acc = sum(hits) / len(hits)
+    return (acc, conts) if return_details else acc
+
+
+def answer_scores(replies: list[str], rows: list[dict], facts_by_id: dict[str, dict]) -> dict[str, float]:
+    """Two rulers of replies to the tiny world's questions: `exact_match` (the whole reply is the reference
+    sentence, the world's answer style) and `names_answer` (the reply contains the fact's answer, in any style:
+    fair to a model that answers in its own words)."""
+    exact = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
+    named = [facts_by_id[row["fact_id"]]["answer"].lower() in r.lower() for r, row in zip(replies, rows)]
+    return {"exact_match": sum(exact) / len(rows), "names_answer": sum(named) / len(rows)}
+
+
+def skill_accuracy(model, tokenizer, rows: list[dict]) -> float:
+    """Exact match on the narrow skill (reversing letters): the same measure as chat exact match."""
+    return chat_exact_match(model, tokenizer, rows, max_new_tokens=16)
+
+
+def preferred_rate(model, tokenizer, pairs: list[dict], facts_by_id: dict[str, dict], rule) -> tuple[float, list[str]]:
+    """Share of generations to the pairs' prompts that the preference rule accepts."""
+    rows = [{"messages": p["prompt"] + p["chosen"]} for p in pairs]
+    replies = generate_replies(model, tokenizer, rows, max_new_tokens=40)
+    rate = sum(rule(r, facts_by_id[p["fact_id"]]) for r, p in zip(replies, pairs)) / len(pairs)
+    return rate, replies
