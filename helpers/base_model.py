@@ -164,7 +164,7 @@ on the course's tiny world (data/world/corpus.jsonl) by `python -m helpers.base_
 | pretraining time | {seconds:.0f} s on {machine} |
 | final training loss | {final_loss:.3f} |
 
-## Evaluation (measured by `helpers.evaluation` right after pretraining)
+## Evaluation (measured by `helpers.evaluation` and `helpers.world_measures` right after pretraining)
 
 | metric | value |
 |---|---|
@@ -179,7 +179,8 @@ fine-tuning (notebook 02) teaches the format that unlocks the knowledge.
 
 def evaluate_base(model, tokenizer) -> dict:
     """The three quality figures of the model card, measured on the tiny world."""
-    from helpers.evaluation import chat_exact_match, fact_probe_accuracy, perplexity
+    from helpers.evaluation import chat_exact_match, perplexity
+    from helpers.world_measures import fact_probe_accuracy
 
     return {"fact_probe_accuracy": fact_probe_accuracy(model, tokenizer, load_world("probes")),
             "heldout_perplexity": perplexity(model, tokenizer, [r["text"] for r in load_world("heldout_text")]),

@@ -27,6 +27,40 @@ from helpers.recipes import check_parameters
 KERNEL_ENV = {**OFFLINE_ENV, BATCH_ENV: "1"}
 
 
+# Measured: an AVX2-only 2-core CPU (Zen 3, cpu family 25) ran the whole tiny course 2.4x slower than the
+# AVX-512 machine whose times the committed notebooks record (1.9x to 3.3x by notebook; BENCHMARKS.md).
+AVX2_ONLY_SLOWDOWN = 2.4
+# The real-model benchmark budget, seconds per notebook on the AVX-512 2-core machine (BENCHMARKS.md).
+RECORDED_SECONDS = {"benchmark": {"00": 23, "01": 78, "02": 330, "03": 419, "04": 268, "05": 316, "06": 345,
+                                  "07": 225, "08": 273, "09": 494}}
+
+
+def recorded_seconds(notebook: Path, budget: str) -> float | None:
+    """Seconds a notebook took on the AVX-512 2-core machine: for "tiny", its committed run (papermill stores the
+    duration in the notebook); for "benchmark", BENCHMARKS.md's row; None when nothing was recorded."""
+    if budget == "tiny":
+        import nbformat
+
+        return nbformat.read(notebook, as_version=4).metadata.get("papermill", {}).get("duration")
+    return RECORDED_SECONDS.get(budget, {}).get(notebook.name[:2])
+
+
+def estimate(chosen: list[Path], budget: str) -> str:
+    """One line: how long the chosen notebooks should take on this CPU, from the recorded times."""
+    from helpers.env import cpu_model_and_flags
+
+    known = [recorded_seconds(nb, budget) for nb in chosen]
+    if any(s is None for s in known):
+        return f"no recorded time for every notebook at budget {budget!r}: no estimate"
+    minutes = sum(known) / 60
+    if "avx512f" in cpu_model_and_flags()[1]:
+        return (f"estimate: about {minutes:.0f} min on a 2-core AVX-512 CPU like this one (recorded); about "
+                f"{minutes * AVX2_ONLY_SLOWDOWN:.0f} min on an AVX2-only one (the tiny course's measured "
+                f"{AVX2_ONLY_SLOWDOWN}x)")
+    return (f"estimate: about {minutes * AVX2_ONLY_SLOWDOWN:.0f} min on a 2-core CPU without AVX-512 like this "
+            f"one ({minutes:.0f} min recorded on an AVX-512 one, times {AVX2_ONLY_SLOWDOWN})")
+
+
 def command_line_parameters(pairs: list[list[str]], yamls: list[str]) -> dict:
     """-p NAME VALUE pairs (values read as papermill reads them) and -y YAML strings, as one dict."""
     import yaml
@@ -201,7 +235,11 @@ def main() -> None:
     rows, total = [], 0.0
     chosen = notebooks(args.only)
     for nb in chosen:   # refused before anything runs
-        check_parameters(nb, {"budget": args.budget, **given})
+        try:
+            check_parameters(nb, {"budget": args.budget, **given})
+        except (KeyError, TypeError) as e:
+            parser.error(e.args[0])
+    print(estimate(chosen, args.budget) + (" (before the -p/-y changes)" if given else ""), flush=True)
     for nb in chosen:
         print(f"running {nb.name} ...", flush=True)
         parameters = {"budget": args.budget, **given}

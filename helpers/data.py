@@ -81,8 +81,8 @@ def read_jsonl(path: str | Path, check: Callable[[dict, str], None] | None = Non
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist. Regenerate the tiny world with "
-                                "`python -m helpers.world`, or check the path.")
+        raise FileNotFoundError(f"{path} does not exist: check the path (relative paths are read from "
+                                f"{Path.cwd()}).")
     rows = []
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
@@ -104,7 +104,11 @@ def read_jsonl(path: str | Path, check: Callable[[dict, str], None] | None = Non
 def load_world(name: str, world_dir: str | Path = WORLD_DIR) -> list[dict]:
     """Load one tiny-world file by short name ("sft_train", "probes", ...), validated."""
     check = next((c for prefix, c in CHECKS.items() if name.startswith(prefix)), None)
-    return read_jsonl(Path(resolve(world_dir)) / f"{name}.jsonl", check)
+    path = Path(resolve(world_dir)) / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the tiny world has no {name!r} there. Regenerate it "
+                                "with `python -m helpers.world`, or check world_dir.")
+    return read_jsonl(path, check)
 
 
 def spread(rows: list, n: int | None) -> list:

@@ -17,7 +17,7 @@ from datasets import Dataset
 from helpers.env import batch_run
 from helpers.evaluation import chat_ids, common_prefix, completion_logps, token_logps
 from helpers.precision import choose_precision
-from helpers.runs import NO_CHECKPOINTS, CheckpointPlan
+from helpers.runs import NO_CHECKPOINTS, CheckpointPlan, trl_forward
 
 LN2 = math.log(2)
 
@@ -161,7 +161,7 @@ def trl_batch_loss(trainer, n: int = 16) -> dict[str, float]:
     batch = {k: v.to(trainer.accelerator.device) for k, v in batch.items()}
     was_training = trainer.model.training
     trainer.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), trl_forward(trainer):      # TRL's loss runs on TRL's patched forward
         loss = trainer.compute_loss(trainer.model, batch).item()
     trainer.model.train(was_training)
     metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items() if k.startswith("rewards/")}

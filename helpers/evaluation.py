@@ -129,12 +129,19 @@ def generate_replies(model, tokenizer, rows: list[dict], max_new_tokens: int = 3
     return [r.strip() for r in complete(model, tokenizer, chat_prompts(tokenizer, rows), max_new_tokens, batch_size)]
 
 
-def side_by_side(models: dict, tokenizer, rows: list[dict], max_new_tokens: int = 48, width: int = 160) -> list[dict]:
-    """For each row: the question, the reference answer and every model's greedy reply (cut to `width`)."""
-    replies = {name: generate_replies(m, tokenizer, rows, max_new_tokens, batch_size=8) for name, m in models.items()}
+def side_by_side(rows: list[dict], replies: dict[str, list[str]], width: int = 160) -> list[dict]:
+    """For each chat row: the question, the reference answer and every model's reply ({name: the replies
+    `generate_replies` gave, in the rows' order}), each cut to `width` characters.
+
+    The replies are passed in, not generated here: the table then shows the very replies a notebook scored,
+    and a model that was trained in place (LoRA on the base) has no "before" left to generate from.
+    """
+    for name, texts in replies.items():
+        if len(texts) != len(rows):
+            raise ValueError(f"{len(texts)} replies of {name!r} for {len(rows)} rows")
     cut = lambda s: s if len(s) <= width else s[:width] + "…"  # noqa: E731
     return [{"question": cut(r["messages"][-2]["content"]), "reference": cut(r["messages"][-1]["content"]),
-             **{name: cut(replies[name][i]) for name in models}} for i, r in enumerate(rows)]
+             **{name: cut(texts[i]) for name, texts in replies.items()}} for i, r in enumerate(rows)]
 
 
 # ------------------------------------------------------------------------------ reply and text measures

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from helpers.arch import LINEAR_CLASSES, decoder_layers, llama_block_shapes
+from helpers.arch import LINEAR_CLASSES, decoder_layers
 
 
 # ----------------------------------------------------------------------------------------- checks
@@ -54,10 +54,13 @@ def full_parameter_count(n_out: int, n_in: int) -> int:
 def llama_parameter_count(hidden: int, intermediate: int, layers: int, heads: int, vocab: int,
                           kv_heads: int | None = None, tied_embeddings: bool = False) -> int:
     """All parameters of a Llama model from its config numbers: embeddings, blocks (7 projections and
-    2 RMSNorms each), the final norm and the output head unless it is tied to the embeddings."""
-    block = sum(full_parameter_count(*s) for s in llama_block_shapes(hidden, intermediate, heads, kv_heads).values())
-    embeddings = vocab * hidden * (1 if tied_embeddings else 2)
-    return embeddings + layers * (block + 2 * hidden) + hidden
+    2 RMSNorms each), the final norm and the output head unless it is tied to the embeddings
+    (`helpers.memory.parameter_count`, the one count, with these names)."""
+    from helpers.memory import ModelShape, parameter_count
+
+    return parameter_count(ModelShape(hidden_size=hidden, num_layers=layers, intermediate_size=intermediate,
+                                      num_heads=heads, num_kv_heads=kv_heads or heads, vocab_size=vocab,
+                                      tie_embeddings=tied_embeddings))
 
 
 def lora_budget(shapes: dict, targets: list[str], r: int, layers: int) -> dict:

@@ -19,6 +19,7 @@ effective configuration (minus where it saves and how it prints), its adapter, i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,7 +35,8 @@ STEP = re.compile(r"^checkpoint-(\d+)$")
 # TrainingArguments that say where a run saves or how it prints, not what it trains
 NOT_THE_RUN = ("output_dir", "logging_dir", "run_name", "save_strategy", "save_steps", "save_total_limit",
                "disable_tqdm", "report_to", "overwrite_output_dir", "resume_from_checkpoint", "push_to_hub",
-               "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "logging_strategy")
+               "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "logging_strategy", "logging_steps",
+               "logging_first_step")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def data_fingerprint(dataset) -> str:
         return "none"
     digest = hashlib.sha256()
     for row in dataset.with_format(None):
-        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        digest.update(json.dumps(row, sort_keys=True, default=_plain).encode())
     return digest.hexdigest()[:16]
 
 
@@ -157,8 +159,13 @@ def run_signature(trainer) -> str:
                 "rewards": [getattr(f, "__name__", repr(f)) for f in getattr(trainer, "reward_funcs", [])],
                 "train": data_fingerprint(trainer.train_dataset),
                 "eval": data_fingerprint(getattr(trainer, "eval_dataset", None))}
-    text = json.dumps(settings, sort_keys=True, default=str)
+    text = json.dumps(settings, sort_keys=True, default=_plain)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value):
+    """JSON for what json cannot write: a set in sorted order (its own order changes between processes)."""
+    return sorted(map(str, value)) if isinstance(value, (set, frozenset)) else str(value)
 
 
 def checkpoints_in(folder: Path) -> list[tuple[int, Path]]:
@@ -212,6 +219,37 @@ def drop_trl_forward_patch(model) -> None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     for m in (model, inner):
         m.__dict__.pop("forward", None)
+
+
+@contextlib.contextmanager
+def trl_forward(trainer):
+    """TRL's patched forward (its fused LM head) on the trainer's model inside the block, dropped after.
+
+    `train` gives the model its own forward back; TRL's `compute_loss` (and GRPO's sampling and scoring) need
+    the patched one, with the outputs this trainer asked for. For checking a hand-written loss after training:
+    `with trl_forward(trainer): trainer.compute_loss(...)`.
+    """
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = trainer.model
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "forward" in inner.__dict__:      # still patched (not trained by `train` yet)
+        yield trainer
+        return
+    kind = type(trainer).__name__
+    if kind == "DPOTrainer":
+        extra = ("log_sum_sq_probs",) if trainer.use_weighting else ()
+        options = {"outputs": ("log_probs", "entropy", "mean_logits", "is_top1", *extra)}
+    elif kind == "GRPOTrainer":
+        options = {"temperature": trainer.temperature, "outputs": ("log_probs", "entropy"),
+                   "cast_lm_head_to_fp32": trainer.args.cast_lm_head_to_fp32}
+    else:
+        raise ValueError(f"trl_forward knows the patches of DPOTrainer and GRPOTrainer, not {kind}")
+    add_fused_lm_head(inner, **options)
+    try:
+        yield trainer
+    finally:
+        drop_trl_forward_patch(model)
 
 
 def quiet(trainer):

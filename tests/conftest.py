@@ -17,6 +17,16 @@ for key, value in {**OFFLINE_ENV, "MPLBACKEND": "Agg"}.items():
 REUSE_OUTPUTS = os.environ.get("COURSE_REUSE_OUTPUTS") == "1"
 
 _metrics: dict[tuple[str, str], dict] = {}
+_seconds: dict[tuple[str, str], float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each notebook's run time in this session, so that a slow CI run says where the time went."""
+    if _seconds:
+        terminalreporter.write_sep("-", "notebook run times")
+        for (prefix, budget), seconds in sorted(_seconds.items()):
+            terminalreporter.write_line(f"{prefix} {budget:6s} {seconds:7.1f} s")
+        terminalreporter.write_line(f"total     {sum(_seconds.values()):7.1f} s")
 
 
 def _run(tmp_path_factory, prefix: str, budget: str) -> dict:
@@ -32,7 +42,7 @@ def _run(tmp_path_factory, prefix: str, budget: str) -> dict:
             return _metrics[key]
         out = tmp_path_factory.mktemp(f"{nb.stem}_{budget}")
         metrics, seconds = run_notebook(nb, out, {"budget": budget})
-        print(f"\n{nb.name} ({key[1]}): {seconds:.1f} s")
+        _seconds[key] = seconds
         blank = blank_figures(out / nb.name)
         assert not blank, f"{nb.name} ({key[1]}): cells {blank} draw but stored no figure"
         _metrics[key] = metrics

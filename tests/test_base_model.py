@@ -7,7 +7,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from helpers.base_model import PretrainConfig, pretrain, train_tokenizer, tokenizer_texts
 from helpers.models import load_model
 from helpers.data import load_world
-from helpers.evaluation import complete, fact_probe_accuracy, perplexity
+from helpers.evaluation import complete, perplexity
+from helpers.world_measures import fact_probe_accuracy
 from helpers.paths import TINY_BASE
 
 

@@ -84,7 +84,9 @@ def test_runtime_report_names_what_to_do(monkeypatch):
     monkeypatch.setattr(colab, "stale_modules", lambda: {"numpy": ("2.1.3", "2.4.6")})
     assert colab.runtime_report().startswith("Restart the runtime")
     monkeypatch.setattr(colab, "stale_modules", lambda: {})
-    assert "ready" in colab.runtime_report() or "did not finish" in colab.runtime_report()
+    assert colab.runtime_report().startswith("Colab runtime ready")   # every pin is installed here (above)
+    monkeypatch.setattr(colab, "pins", lambda: {"trl": "0.0.1"})
+    assert colab.runtime_report().startswith("The install did not finish: trl")
 
 
 @pytest.mark.parametrize("bad", ["numpy>=2", "trl"])

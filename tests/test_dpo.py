@@ -5,6 +5,7 @@ import torch
 from helpers.dpo import (LN2, completion_logps, fit_pairs_to_length, implicit_reward_accuracy, implicit_reward_margins,
                          make_dpo_trainer, margin_parts, pair_logps, policy_and_reference_logps, tokenize_pair,
                          trl_batch_loss)
+from helpers.runs import train
 from helpers.training import standard_lora
 
 ROWS = [{"prompt": [{"role": "user", "content": f"What is the capital of {c}?"}],
@@ -61,13 +62,15 @@ def test_hand_loss_equals_trl_loss(model, tokenizer, tmp_path):
     trl = trl_batch_loss(trainer, n=4)
     logps = policy_and_reference_logps(trainer.model, tokenizer, ROWS)
     assert abs(trl["loss"] - LN2) < 1e-5 and abs(by_hand_dpo_loss(logps, 0.1) - LN2) < 1e-5  # LoRA B = 0 at the start
-    trainer.train()  # one step: the policy moves away from the reference
+    train(trainer)   # one step: the policy moves away from the reference (TRL's forward patch dropped after)
     trl = trl_batch_loss(trainer, n=4)
     logps = policy_and_reference_logps(trainer.model, tokenizer, ROWS)
     assert abs(trl["loss"] - LN2) > 1e-4
     assert abs(trl["loss"] - by_hand_dpo_loss(logps, trainer.args.beta)) < 1e-5
     assert abs(trl["rewards/margins"] - implicit_reward_margins(logps, trainer.args.beta).mean().item()) < 1e-5
-    assert 0.0 <= implicit_reward_accuracy(logps, 0.1) <= 1.0
+    gained = [(c - rc) - (r - rr) > 0 for c, rc, r, rr in zip(*(logps[k].tolist() for k in (
+        "chosen_logps", "ref_chosen_logps", "rejected_logps", "ref_rejected_logps")))]
+    assert implicit_reward_accuracy(logps, 0.1) == sum(gained) / len(gained)
     c, _ = pair_logps(trainer.model, tokenizer, ROWS)
     assert torch.allclose(c, logps["chosen_logps"])
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import models
-from helpers.course import REAL_MODEL
+from helpers.recipes import REAL_MODEL
 from helpers.models import DEFAULT_CHAT_TEMPLATE, count_parameters, load_model, locate_model
 
 

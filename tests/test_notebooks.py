@@ -71,3 +71,41 @@ def test_every_notebook_links_the_glossary_that_exists():
     assert glossary.exists() and "中文" in glossary.read_text()
     for path in notebooks():
         assert "](../GLOSSARY.md)" in path.read_text(), f"{path.name}: no link to the glossary"
+
+
+def notebook_code(path) -> str:
+    """A notebook's code cells as one Python module (IPython magics and shell lines left out)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = ["\n".join(line for line in c.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+             for c in nb.cells if c.cell_type == "code"]
+    return "\n\n".join(cells) + "\n"
+
+
+def test_notebook_code_has_no_unused_imports_or_dead_names():
+    """pyflakes over every notebook's code cells: an unused import, a name defined twice with no use between
+    (a half-written `def` left above the real one), an undefined name. A learner reads every line."""
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+    import io
+
+    problems = []
+    for path in notebooks():
+        out = io.StringIO()
+        check(notebook_code(path), path.name, Reporter(out, out))
+        problems += [line for line in out.getvalue().splitlines() if line.strip()]
+    assert not problems, "pyflakes on the notebooks' code:\n" + "\n".join(problems)
+
+
+def test_no_trainer_is_trained_outside_the_one_routine():
+    """Every training goes through helpers.runs.train: no `.train(` on a trainer in a notebook or a helper."""
+    import re
+
+    from helpers.paths import ROOT
+    call = re.compile(r"\b(?!model\b)\w+\.train\((?:resume_from_checkpoint|\))")
+    sources = {path.name: notebook_code(path) for path in notebooks()}
+    sources |= {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "helpers").glob("*.py")
+                if p.name != "runs.py"}
+    found = {name: call.findall(text) for name, text in sources.items() if call.search(text)}
+    assert not found, f"trainers trained outside helpers.runs.train: {found}"

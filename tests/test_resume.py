@@ -15,14 +15,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from helpers.checkpoints import (
-    MARKER,
-    checkpointing,
-    last_complete_checkpoint,
-    run_signature,
-    train_resumable,
-)
 from helpers.paths import ROOT
+from helpers.runs import MARKER, CheckpointPlan, last_complete_checkpoint, run_signature, train
 
 STEPS = 10
 ARGS = ["--max-steps", str(STEPS), "--rows", "96", "--batch-size", "8", "--save-steps", "2"]
@@ -54,8 +48,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     whole = tmp_path / "whole"
     subprocess.run(script(whole), cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
 
-    cut, ckpt = tmp_path / "cut", tmp_path / "checkpoints"
-    proc = subprocess.Popen(script(cut, "--checkpoint-dir", str(ckpt)), cwd=ROOT, env=env(),
+    cut, checkpoint_dir = tmp_path / "cut", tmp_path / "checkpoints"
+    ckpt = checkpoint_dir / "run"                                 # the script's run checkpoints in its sub-folder
+    proc = subprocess.Popen(script(cut, "--checkpoint-dir", str(checkpoint_dir)), cwd=ROOT, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (ckpt / "checkpoint-4" / MARKER).exists():      # kill it once 4 of its 10 steps are saved
@@ -66,7 +61,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     killed_at = max(int(p.name.split("-")[1]) for p in ckpt.glob("checkpoint-*"))
     assert killed_at < STEPS, "the run was not cut short"
 
-    done = subprocess.run(script(cut, "--checkpoint-dir", str(ckpt), "--resume"), cwd=ROOT, env=env(),
+    done = subprocess.run(script(cut, "--checkpoint-dir", str(checkpoint_dir), "--resume"), cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     a, b = load_file(whole / "adapter_rank0.safetensors"), load_file(cut / "adapter_rank0.safetensors")
@@ -85,21 +80,46 @@ def test_checkpoints_of_another_run_or_half_written_are_not_loaded(tmp_path):
     done, partial = tmp_path / "checkpoint-2", tmp_path / "checkpoint-4"
     done.mkdir()
     partial.mkdir()                                           # no marker: cut off while it was written
-    (done / MARKER).write_text(json.dumps({"model": "m", "run": run_signature(lr=1), "step": 2}))
-    assert last_complete_checkpoint(tmp_path, "m", run_signature(lr=1)) == str(done)
+    (done / MARKER).write_text(json.dumps({"model": "m", "run": "abc", "step": 2, "seconds": 1.5}))
+    found, marker = last_complete_checkpoint(tmp_path, "abc")
+    assert found == str(done) and marker["seconds"] == 1.5
     with pytest.raises(ValueError, match="belongs to another run"):
-        last_complete_checkpoint(tmp_path, "m", run_signature(lr=2))
-    with pytest.raises(FileExistsError, match="nothing is overwritten"):
-        checkpointing(str(tmp_path), 2, resume=False, model="m", lr=1)
+        last_complete_checkpoint(tmp_path, "xyz")
     with pytest.raises(ValueError, match="needs a checkpoint_dir"):
-        checkpointing(None, 2, resume=True, model="m")
+        CheckpointPlan(None, 2, resume=True)
+
+
+def test_a_run_is_known_by_its_settings_and_data_and_nothing_is_overwritten_unasked(tmp_path):
+    """The signature changes with the effective configuration and with the data, not with where the run saves
+    or how it prints; a folder holding checkpoints is refused without resume."""
+    from trl import SFTTrainer
+
+    from helpers.data import load_world
+    from helpers.models import load_model
+    from helpers.training import sft_config, sft_dataset
+
+    rows = load_world("sft_train")[:16]
+    base, tok = load_model("data/tiny-base")
+
+    def trainer(data, **config):
+        args = sft_config(**{"output_dir": str(tmp_path / "a"), "learning_rate": 1e-3, "max_steps": 1, **config})
+        return SFTTrainer(model=base, args=args, train_dataset=sft_dataset(data), processing_class=tok)
+
+    same = run_signature(trainer(rows))
+    assert run_signature(trainer(rows, output_dir=str(tmp_path / "b"), logging_steps=1)) == same
+    assert run_signature(trainer(rows, learning_rate=2e-3)) != same
+    assert run_signature(trainer(rows[:15])) != same
+    plan = CheckpointPlan(str(tmp_path / "ckpt"), 1)
+    (tmp_path / "ckpt" / "sft" / "checkpoint-1").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="nothing is overwritten"):
+        train(trainer(rows, **plan.trainer_args("sft", tmp_path)), plan)
 
 
 def test_an_unmounted_drive_path_says_how_to_mount(tmp_path):
     if Path("/content/drive/MyDrive").exists():
         pytest.skip("Google Drive is mounted here")
     with pytest.raises(FileNotFoundError, match="drive.mount"):
-        checkpointing("/content/drive/MyDrive/course/run1", 2, resume=False, model="m")
+        CheckpointPlan("/content/drive/MyDrive/course", 2).trainer_args("run1", tmp_path)
 
 
 def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
@@ -116,16 +136,14 @@ def test_a_grpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tm
 
     def run(out: Path, resume: bool) -> tuple[dict, str | None, list[int]]:
         base, tokenizer = load_model("data/tiny-base")
-        plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", **knobs)
+        plan = CheckpointPlan(str(tmp_path / "ckpt"), 2, resume)
         counter = StepsTrained()
-        trainer = grpo.make_grpo_trainer(base, tokenizer, rows, [grpo.reversal_partial], output_dir=str(out),
-                                         peft_config=standard_lora(r=4), callbacks=[counter], checkpoints=plan,
-                                         **knobs)
-        train_resumable(trainer, trainer.checkpoints)
-        return lora_weights(trainer.model), plan["resume_from"], counter.steps
+        done = grpo.train_grpo(base, tokenizer, rows, [grpo.reversal_partial], plan, output_dir=str(out),
+                               peft_config=standard_lora(r=4), callbacks=[counter], **knobs)
+        return lora_weights(done.model), done.resumed_from, counter.steps
 
     whole, _, steps_whole = run(tmp_path / "whole", resume=False)  # writes checkpoint-2 and checkpoint-4
-    shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")              # as if cut off after step 2
+    shutil.rmtree(tmp_path / "ckpt" / "grpo" / "checkpoint-4")     # as if cut off after step 2
     resumed, resumed_from, steps_resumed = run(tmp_path / "resumed", resume=True)
     assert Path(resumed_from).name == "checkpoint-2"
     assert steps_whole == [1, 2, 3, 4] and steps_resumed == [3, 4]  # it continued, it did not start over
@@ -142,52 +160,54 @@ def test_a_finished_run_is_loaded_not_trained_again(tmp_path, adapter):
     from helpers.data import load_world
     from helpers.env import seed_everything
     from helpers.models import load_model
-    from helpers.training import SFT_RECIPES, standard_lora, train_sft
+    from helpers.recipes import RECIPES
+    from helpers.training import sft_knobs, standard_lora, train_sft
 
     rows = load_world("sft_train")[:64]
 
     def run(resume: bool):
         seed_everything(0)
         base, tok = load_model("data/tiny-base")
-        plan = checkpointing(str(tmp_path), 2, resume, "data/tiny-base", run_name=adapter, rows=len(rows))
-        trainer = train_sft(base, tok, rows, output_dir=str(tmp_path / "out"), checkpoints=plan,
-                            peft_config=standard_lora() if adapter == "lora" else None,
-                            **{**SFT_RECIPES["tiny"], "max_steps": 5, "batch_size": 8, "logging_steps": 1})
-        weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters()
+        plan = CheckpointPlan(str(tmp_path), 2, resume)
+        done = train_sft(base, tok, rows, output_dir=str(tmp_path / "out"), run_name=adapter, plan=plan,
+                         peft_config=standard_lora() if adapter == "lora" else None,
+                         **sft_knobs(RECIPES["sft"]["tiny"], max_steps=5, batch_size=8), logging_steps=1)
+        weights = {k: v.detach().clone() for k, v in done.model.named_parameters()
                    if adapter == "full" or "lora_" in k}
-        return trainer, weights, plan
+        return done, weights
 
-    whole, w_whole, _ = run(resume=False)
-    again, w_again, plan = run(resume=True)
-    assert plan["finished"] and Path(plan["resume_from"]).name == "checkpoint-5"
-    assert again.state.global_step == 5 and not (tmp_path / adapter / "checkpoint-6").exists()
+    whole, w_whole = run(resume=False)
+    again, w_again = run(resume=True)
+    assert Path(again.resumed_from).name == "checkpoint-5"
+    assert again.steps == 5 and not (tmp_path / adapter / "checkpoint-6").exists()
     for key in w_whole:
         assert torch.equal(w_whole[key], w_again[key]), key
-    losses = [h["loss"] for h in whole.state.log_history if "loss" in h]
-    assert [h["loss"] for h in again.state.log_history if "loss" in h] == losses and len(losses) == 5
-    assert len(again.optimizer.state) == len(whole.optimizer.state) > 0      # optimizer state restored too
-    assert again.train_seconds == pytest.approx(plan["seconds_before"]) and plan["seconds_before"] > 0
+    losses = [h["loss"] for h in whole.log if "loss" in h]
+    assert [h["loss"] for h in again.log if "loss" in h] == losses and len(losses) == 5
+    assert len(again.trainer.optimizer.state) == len(whole.trainer.optimizer.state) > 0   # optimizer state too
+    marker = json.loads((Path(again.resumed_from) / MARKER).read_text())
+    assert again.seconds == pytest.approx(marker["seconds"]) and marker["seconds"] > 0
 
 
 def test_a_dpo_run_resumed_from_its_checkpoint_ends_where_the_whole_run_ends(tmp_path):
     from helpers.data import load_world
-    from helpers.dpo import DPO_RECIPES, make_dpo_trainer
+    from helpers.dpo import dpo_knobs, make_dpo_trainer
     from helpers.env import seed_everything
     from helpers.models import load_model
+    from helpers.recipes import RECIPES
     from helpers.training import standard_lora
 
     pairs = load_world("dpo_train")[:16]
-    knobs = {**DPO_RECIPES["tiny"], "max_steps": 4, "batch_size": 4, "seed": 0}
+    knobs = dpo_knobs(RECIPES["dpo"]["tiny"], max_steps=4, batch_size=4)
 
     def run(resume: bool):
         seed_everything(0)
         base, tok = load_model("data/tiny-base")
-        plan = checkpointing(str(tmp_path / "ckpt"), 2, resume, "data/tiny-base", run_name="dpo", **knobs)
+        plan = CheckpointPlan(str(tmp_path / "ckpt"), 2, resume)
         counter = StepsTrained()
-        trainer = make_dpo_trainer(base, tok, pairs, output_dir=str(tmp_path / "out"), checkpoints=plan,
-                                   peft_config=standard_lora(r=4), callbacks=[counter], **knobs)
-        train_resumable(trainer, trainer.checkpoints)
-        return lora_weights(trainer.model), counter.steps
+        trainer = make_dpo_trainer(base, tok, pairs, output_dir=str(tmp_path / "out"), plan=plan,
+                                   peft_config=standard_lora(r=4), callbacks=[counter], seed=0, **knobs)
+        return lora_weights(train(trainer, plan).model), counter.steps
 
     whole, steps_whole = run(resume=False)
     shutil.rmtree(tmp_path / "ckpt" / "dpo" / "checkpoint-4")                 # as if cut off after step 2

@@ -1,9 +1,11 @@
-"""helpers.training: recipes by scale, chat rows as prompt/completion (loss on the answer only, any template),
-rows too long for max_length counted out, and the course's SFTConfig."""
+"""helpers.training and helpers.recipes: recipes by scale, budgets, parameters refused where they enter, chat rows
+as prompt/completion (loss on the answer only, any template), rows too long for max_length counted out, the
+course's SFTConfig, and builders that take exactly their knobs."""
 import pytest
 
-from helpers.training import (SFT_RECIPES, fit_to_length, model_scale, pick_recipe, prompt_completion, sft_config,
-                              train_sft)
+from helpers.recipes import (BUDGETS, RECIPES, TINY_BUDGET, apply_budget, budget_parameters, check_parameters,
+                             model_scale, pick_recipe)
+from helpers.training import fit_to_length, prompt_completion, sft_config, sft_knobs, train_sft
 from helpers.world import chat
 
 ROWS = [chat(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a in range(4) for b in range(4)]
@@ -17,10 +19,65 @@ def tokenizer(make_tokenizer):
 def test_recipe_is_picked_by_scale_and_unknown_knobs_are_refused(make_llama, tokenizer):
     model = make_llama(tokenizer)
     assert model_scale(model) == "tiny"
-    recipe = pick_recipe(SFT_RECIPES, model, learning_rate=1e-2, epochs=None)
-    assert recipe["learning_rate"] == 1e-2 and recipe["epochs"] == SFT_RECIPES["tiny"]["epochs"]
+    recipe = pick_recipe("sft", model, learning_rate=1e-2, epochs=None)
+    assert recipe["learning_rate"] == 1e-2 and recipe["epochs"] == RECIPES["sft"]["tiny"]["epochs"]
     with pytest.raises(KeyError, match="learnig_rate"):
-        pick_recipe(SFT_RECIPES, model, learnig_rate=1e-2)
+        pick_recipe("sft", model, learnig_rate=1e-2)
+    with pytest.raises(KeyError, match="the recipes are"):
+        pick_recipe("sftt", model)
+
+
+def test_builders_take_exactly_their_knobs(tmp_path):
+    recipe = RECIPES["sft"]["tiny"]
+    knobs = sft_knobs(recipe, max_steps=3)
+    assert "lora_r" not in knobs and knobs["max_steps"] == 3 and knobs["learning_rate"] == recipe["learning_rate"]
+    with pytest.raises(KeyError, match="not SFT knobs"):
+        sft_knobs(recipe, lora_r=64)
+    with pytest.raises(TypeError, match="lora_r"):   # a knob the builder would ignore is refused
+        sft_config(tmp_path, learning_rate=1e-3, lora_r=64)
+
+
+def test_every_budget_sets_only_what_the_tiny_budget_names():
+    for name, notebooks in BUDGETS.items():
+        for prefix, values in notebooks.items():
+            assert set(values) <= set(TINY_BUDGET[prefix]), (name, prefix)
+    assert budget_parameters("02", "smoke")["sweep_steps"] == 0
+    assert budget_parameters("02", "tiny")["sweep_steps"] == TINY_BUDGET["02"]["sweep_steps"]
+    with pytest.raises(KeyError, match="the budgets are"):
+        budget_parameters("02", "smok")
+
+
+def test_apply_budget_fills_none_keeps_what_is_set_and_refuses_the_wrong_kind(capsys):
+    namespace = {name: None for name in TINY_BUDGET["05"]}
+    namespace["max_steps"] = 7
+    effective = apply_budget("05", "smoke", namespace)
+    assert namespace["sweep_betas"] == [] and effective["max_steps"] == 7
+    assert "(set)" in capsys.readouterr().out
+    wrong = {name: None for name in TINY_BUDGET["05"]} | {"sweep_betas": "[]"}
+    with pytest.raises(TypeError, match="-y"):
+        apply_budget("05", "tiny", wrong)
+
+
+def test_parameters_are_refused_where_they_enter():
+    from helpers.course import notebooks
+
+    (nb,) = notebooks(["05"])
+    check_parameters(nb, {"budget": "smoke", "max_steps": 3, "sweep_betas": [0.1]})
+    with pytest.raises(KeyError, match="no_such_knob.*its parameters are"):
+        check_parameters(nb, {"no_such_knob": 1})
+    with pytest.raises(TypeError, match="sweep_betas.*-y"):
+        check_parameters(nb, {"sweep_betas": "[]"})
+
+
+def test_the_course_command_refuses_an_unknown_parameter_by_name():
+    import subprocess
+    import sys
+
+    from helpers.paths import ROOT
+
+    run = subprocess.run([sys.executable, "-m", "helpers.course", "--only", "00", "-p", "no_such_knob", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "no_such_knob" in run.stderr and "its parameters are" in run.stderr
 
 
 def test_prompt_completion_keeps_the_last_turn_as_target():
@@ -39,9 +96,10 @@ def test_rows_longer_than_max_length_are_counted_out(tokenizer):
 
 def test_the_loss_is_on_the_answer_tokens_only(make_llama, tokenizer, tmp_path):
     from helpers.evaluation import split_prompt_completion
-    trainer = train_sft(make_llama(tokenizer), tokenizer, ROWS[:4], output_dir=str(tmp_path), learning_rate=1e-3,
-                        batch_size=4, max_steps=1)
-    example = trainer.train_dataset[0]
+    run = train_sft(make_llama(tokenizer), tokenizer, ROWS[:4], output_dir=str(tmp_path), learning_rate=1e-3,
+                    batch_size=4, max_steps=1)
+    assert run.steps == 1 and run.seconds > 0 and not run.model.training
+    example = run.trainer.train_dataset[0]
     prompt_ids, completion_ids = split_prompt_completion(tokenizer, ROWS[0]["messages"][:1], ROWS[0]["messages"][1:])
     assert example["input_ids"] == prompt_ids + completion_ids
     assert example["labels"] == [-100] * len(prompt_ids) + completion_ids   # TRL's mask, folded into the labels
@@ -49,7 +107,7 @@ def test_the_loss_is_on_the_answer_tokens_only(make_llama, tokenizer, tmp_path):
 
 
 def test_course_config_settings(tmp_path):
-    args = sft_config(tmp_path, learning_rate=1e-3, epochs=2, batch_size=4, max_length=64, lora_r=8)
+    args = sft_config(tmp_path, learning_rate=1e-3, epochs=2, batch_size=4, max_length=64)
     assert (args.completion_only_loss, args.assistant_only_loss, args.packing) == (True, False, False)
     assert (args.max_length, args.num_train_epochs, args.per_device_train_batch_size) == (64, 2, 4)
     assert args.save_strategy == "no" and args.report_to == []
