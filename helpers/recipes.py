@@ -249,7 +249,8 @@ def _kind_error(name: str, value, example) -> TypeError:
 
 def apply_budget(notebook: str, budget: str, namespace: dict) -> dict:
     """Fill every parameter that is None in `namespace` (a notebook's globals()) from the budget, check the
-    kind of every budget parameter, print the effective settings and return them.
+    kind of every budget parameter, print the effective settings and return them. A value the budget leaves
+    at None keeps the notebook's meaning of None (the recipe's value, or all rows: its parameters cell says).
 
     A value set by hand (not None) is kept; a value of the wrong kind (a string where a list belongs) is
     refused here, before anything runs.
@@ -267,8 +268,7 @@ def apply_budget(notebook: str, budget: str, namespace: dict) -> dict:
             raise _kind_error(name, given, value if value is not None else TINY_BUDGET[notebook].get(name))
         effective[name] = namespace[name]
         source = f"budget {budget!r}" if given is None else "set"
-        shown = "the recipe's" if namespace[name] is None else repr(namespace[name])
-        lines.append(f"  {name} = {shown}  ({source})")
+        lines.append(f"  {name} = {namespace[name]!r}  ({source})")
     print(f"budget {budget!r} for notebook {notebook}:\n" + "\n".join(lines))
     return effective
 
