@@ -3,6 +3,8 @@ learning over seeds, forgetting that follows how far the weights moved, replay t
 showed, the L2 pull; the tiny model and the real one."""
 import pytest
 
+VERDICTS = ("LoRA ahead of full", "full ahead of LoRA", "can't tell")
+
 
 def runs(metrics):
     return {(r["name"], r["seed"]): r for r in metrics["runs"]}
@@ -16,9 +18,12 @@ def metrics(request, notebook_metrics, real_notebook_metrics):
 def test_every_run_measured_with_both_rulers(metrics):
     for r in metrics["runs"]:
         assert 0 <= r["skill_accuracy"] <= 1 and 0 <= r["fact_probe_after"] <= 1, r["name"]
-    b = metrics["biderman"]
-    assert {"full", "lora_attn_r4"} <= set(b) and b["lora_learns"] in ("less", "the same", "more")
-    assert b["lora_forgets"] in ("less than", "as much as", "more than")
+    b, lora = metrics["biderman"], metrics["lora_run"]
+    assert lora == f"lora_attn_r{metrics['recipe']['lora_r']}" and {"full", lora} <= set(b)
+    assert b["learning"] in VERDICTS and b["forgetting"] in VERDICTS
+    assert b["lora_learns"] in ("less", "more", "can't tell") and b["lora_forgets"] in ("less", "more", "can't tell")
+    for name in ("full", lora):
+        assert b[name]["skill"]["values"] == [r["skill_accuracy"] for r in metrics["runs"] if r["name"] == name]
 
 
 def test_every_tiny_run_learns_the_skill(notebook_metrics):
@@ -27,48 +32,54 @@ def test_every_tiny_run_learns_the_skill(notebook_metrics):
 
 
 def test_biderman_over_three_seeds_as_measured(notebook_metrics):
-    """The tiny model does not reproduce "LoRA learns less and forgets less": at matched learning LoRA r=4 on
-    attention forgets more than full fine-tuning, for every seed (section 2 of the notebook)."""
+    """The tiny model does not reproduce "LoRA learns less and forgets less": at about matched learning LoRA r=4
+    on attention forgets more than full fine-tuning, every seed of it more than every seed of full fine-tuning
+    (section 2 of the notebook)."""
     m = notebook_metrics("06")
-    b = m["biderman"]
-    assert m["seeds"] == [0, 1, 2] and b["reproduced"] is False and b["lora_forgets"] == "more than"
-    assert b["lora_attn_r4"]["fact drop"]["min"] > b["full"]["fact drop"]["max"]
-    assert abs(b["lora_attn_r4"]["skill"]["mean"] - b["full"]["skill"]["mean"]) < 0.15   # matched learning
+    b, lora = m["biderman"], m["lora_run"]
+    assert m["seeds"] == [0, 1, 2] and b["reproduced"] is False
+    assert b["forgetting"] == "full ahead of LoRA" and b["lora_forgets"] == "more"
+    assert b[lora]["fact_drop"]["min"] > b["full"]["fact_drop"]["max"] + 1 / m["probes"]
+    assert abs(b[lora]["skill"]["mean"] - b["full"]["skill"]["mean"]) < 0.15   # matched learning
 
 
 def test_lora_forgetting_follows_how_far_attention_moved(notebook_metrics):
-    moved = sorted(notebook_metrics("06")["rank_and_movement"], key=lambda m: m["attention relative change"])
-    drops = [m["fact drop"] for m in moved]
+    moved = sorted(notebook_metrics("06")["rank_and_movement"], key=lambda m: m["attention_relative_change"])
+    drops = [m["fact_drop"] for m in moved]
     assert drops == sorted(drops) and len(moved) >= 3
 
 
 def test_replay_reduces_forgetting_on_probes_it_never_showed(notebook_metrics):
     m = notebook_metrics("06")
-    full_drop = m["biderman"]["full"]["fact drop"]["mean"]
+    full_drop = m["biderman"]["full"]["fact_drop"]["mean"]
     assert len(m["replay"]) >= 2
     for ratio, v in m["replay"].items():
-        assert v["probes never replayed"] > 50, ratio
+        assert v["probes_never_replayed"] > 50, ratio
         assert v["fact_drop_unreplayed"] < full_drop, ratio
 
 
 def test_l2_pull_reduces_forgetting(notebook_metrics):
     m = notebook_metrics("06")
-    assert runs(m)[("full_l2", 0)]["fact_drop"] < m["biderman"]["full"]["fact drop"]["mean"]
+    assert runs(m)[("full_l2", 0)]["fact_drop"] < m["biderman"]["full"]["fact_drop"]["mean"]
 
 
 def test_the_forgetting_sits_where_the_update_went(notebook_metrics):
     m = notebook_metrics("06")
+    lora = m["lora_run"]
     why = {(r["run"], r["part"]): r for r in m["why_put_back"]}
-    after = runs(m)[("lora_attn_r4", 0)]["fact_probe_after"]
-    assert why[("lora_attn_r4", "attention v, o")]["fact probe with it put back"] > after + 0.05
-    assert why[("lora_attn_r4", "MLP")]["relative change"] == 0.0
+    after = runs(m)[(lora, 0)]["fact_probe_after"]
+    assert why[(lora, "attention v, o")]["fact_probe_put_back"] > after + 0.05
+    assert why[(lora, "MLP")]["relative_change"] == 0.0
     for part in ("attention q, k", "attention v, o"):
-        assert why[("lora_attn_r4", part)]["relative change"] > why[("full", part)]["relative change"]
+        assert why[(lora, part)]["relative_change"] > why[("full", part)]["relative_change"]
 
 
 def test_alignment_tax_and_forgetting_over_steps(notebook_metrics):
     m = notebook_metrics("06")
-    assert set(m["forgetting_vs_steps"]) == {"full", "lora_attn_r4"}
+    assert set(m["forgetting_vs_steps"]) == {"full", m["lora_run"]}
     assert all(len(c) >= 3 for c in m["forgetting_vs_steps"].values())
+    assert set(m["alignment_tax"]) == {"sft", "sft_then_dpo"}
+    sft = m["alignment_tax"]["sft"]
+    assert sft["chat_exact_match_after"] > sft["chat_exact_match_before"]
     for stage in m["alignment_tax"].values():
-        assert stage["fact drop"] <= 0.05
+        assert stage["fact_drop"] <= 0.05
