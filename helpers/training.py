@@ -87,7 +87,10 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
 
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
-    config = {**config, **plan.trainer_args(run_name, output_dir)}
+    saving = sorted(k for k in config if k.startswith("save_") or k == "load_best_model_at_end")
+    if plan.checkpoint_dir and saving:
+        raise ValueError(f"{saving} and a checkpoint_dir: the plan decides how this run saves; leave them out")
+    config = {**plan.trainer_args(run_name, output_dir), **config}   # no plan: the caller's save settings win
     trainer = SFTTrainer(model=model, args=sft_config(**config), train_dataset=sft_dataset(train_rows),
                          eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)

@@ -27,13 +27,15 @@ def rate_resolution(n_items: int) -> float:
     return 1.0 / n_items if n_items else 0.0
 
 
+TOLERANCE = 1e-9  # rates are fractions: 33/58 - 32/58 is 1/58 plus a rounding error, which is not "more than"
+
+
 def ahead(a: list[float], b: list[float], *, higher_is_better: bool = True, resolution: float = 0.0) -> bool:
     """Does every seed of A beat every seed of B by more than the resolution?"""
     if not a or not b:
         raise ValueError("a verdict needs at least one value (one per seed) on each side")
-    if higher_is_better:
-        return min(a) - max(b) > resolution
-    return min(b) - max(a) > resolution
+    gap = min(a) - max(b) if higher_is_better else min(b) - max(a)
+    return gap > resolution + TOLERANCE
 
 
 def verdict(a: list[float], b: list[float], *, names: tuple[str, str] = ("A", "B"),
