@@ -33,23 +33,28 @@ def test_rank_at_least_k_recovers_the_toy_target(metrics):
 
 def test_rslora_keeps_large_ranks_learning(metrics):
     norms = metrics["update_norm_vs_rank"]
-    assert norms["α/√r"]["128"] > 2 * norms["α/r"]["128"]
-    assert norms["α/r"]["128"] < norms["α/r"]["4"]
+    assert norms["alpha_over_sqrt_r"]["128"] > 2 * norms["alpha_over_r"]["128"]
+    assert norms["alpha_over_r"]["128"] < norms["alpha_over_r"]["4"]
 
 
 def test_effective_rank_measured_per_module_type_and_full_fine_tune_learned(metrics):
-    assert set(metrics["effective_rank_90"]) == MODULES
-    for module, fraction in metrics["effective_rank_90_fraction"].items():
-        assert 0 < fraction <= 1 and metrics["effective_rank_90"][module] >= 1, module
+    ranks, noise = metrics["effective_rank_90"], metrics["random_effective_rank_90"]
+    assert set(ranks) == set(noise) == MODULES
+    for module in MODULES:   # the update is structured: far fewer directions than noise of its shape needs
+        assert ranks[module] < noise[module] / 2, (module, ranks[module], noise[module])
     assert metrics["full_ft"]["last_loss"] < metrics["full_ft"]["first_loss"]
 
 
 def test_checkpoint_sizes_follow_the_lora_paper(notebook_metrics):
     m = notebook_metrics("01")
     assert m["gpt3_lora_params"] == 96 * 2 * 4 * (12288 + 12288)
-    assert 30e6 < m["gpt3_lora_bytes"] < 40e6 and m["gpt3_full_bytes"] == 350e9
+    assert m["gpt3_lora_bytes"] == 2 * 96 * 2 * 4 * (12288 + 12288)   # fp16: 2 bytes a number
+    assert 30e6 < m["gpt3_lora_bytes"] < 40e6    # the paper's "about 35 MB"
     assert m["llama7b_params"] == 6_738_415_616  # Llama-2-7B's published count, from config numbers alone
 
 
-def test_forward_times_reported(metrics):
-    assert metrics["merged_forward_time_ratio"] > 0 and metrics["unmerged_forward_time_ratio"] > 0
+def test_merged_model_costs_what_the_base_model_costs(metrics):
+    # merged, LoRA is an ordinary model with the base model's matrices: its forward time is the base
+    # model's up to timing noise (an adapter left unmerged would add its products to every layer)
+    assert set(metrics["forward_seconds"]) == {"base", "unmerged_lora", "merged"}
+    assert 0.75 < metrics["merged_forward_time_ratio"] < 1.25, metrics["forward_seconds"]
