@@ -63,7 +63,7 @@ def llama_parameter_count(hidden: int, intermediate: int, layers: int, heads: in
                                       tie_embeddings=tied_embeddings))
 
 
-def lora_budget(shapes: dict, targets: list[str], r: int, layers: int) -> dict:
+def lora_vs_full_counts(shapes: dict, targets: list[str], r: int, layers: int) -> dict:
     """Trainable parameters of LoRA with rank r on `targets` in every one of `layers` blocks, against full tuning
     of those same matrices."""
     missing = [t for t in targets if t not in shapes]

@@ -34,7 +34,7 @@ def test_llama_counts_match_published_and_built_models(make_llama):
     assert lora.llama_parameter_count(32, 64, 2, 2, 64, kv_heads=1, tied_embeddings=True) == \
         sum(p.numel() for p in model.parameters())
     assert block_linear_shapes(model) == llama_block_shapes(32, 64, 2, 1)
-    b = lora.lora_budget(llama_block_shapes(4096, 11008, 32), ["q_proj", "v_proj"], r=8, layers=32)
+    b = lora.lora_vs_full_counts(llama_block_shapes(4096, 11008, 32), ["q_proj", "v_proj"], r=8, layers=32)
     assert b["lora_params"] == 4_194_304  # what peft prints for Llama-2-7B, r=8 on q and v
 
 
