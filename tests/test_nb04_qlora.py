@@ -3,6 +3,7 @@ QLoRA against LoRA over seeds; on the tiny model and on the real one."""
 import pytest
 
 from helpers.quant import bits_per_param_formula
+from helpers.verdict import verdict
 
 
 @pytest.fixture(params=["tiny", "real"])
@@ -35,12 +36,12 @@ def test_quant_error_reported_for_every_weight_of_the_first_block(metrics):
 
 def test_4bit_footprint_smaller_than_bf16_and_fp32(metrics):
     fp = metrics["footprint_bytes"]
-    assert fp["4-bit NF4"] < fp["bf16"] < fp["fp32"]
+    assert fp["nf4"] < fp["bf16"] < fp["fp32"]
 
 
 def test_4bit_nf4_model_keeps_its_knowledge(metrics):
     q = metrics["quality_4bit"]
-    assert q["4-bit NF4 + DQ (bitsandbytes)"]["fact probes"] >= q["fp32"]["fact probes"] - 0.10
+    assert q["nf4_dq"]["fact_probes"] >= q["fp32"]["fact_probes"] - 0.10
 
 
 def test_qlora_and_lora_both_learn(metrics):
@@ -49,8 +50,17 @@ def test_qlora_and_lora_both_learn(metrics):
     assert len(metrics["qlora_runs"]) == 2 * len(metrics["seeds"])
 
 
-def test_qlora_ties_lora_over_three_seeds_on_the_tiny_world(notebook_metrics):
+def test_qlora_against_lora_is_the_verdict_of_the_runs(metrics):
+    score = metrics["qlora_vs_lora_score"]
+    qlora, lora = ([r[score] for r in metrics["qlora_runs"] if r["arm"] == a] for a in ("QLoRA", "LoRA"))
+    assert metrics["qlora_vs_lora_verdict"] == verdict(
+        qlora, lora, names=("QLoRA", "LoRA"), higher_is_better=score == "exact_match",
+        resolution=metrics["qlora_vs_lora_resolution"])
+
+
+def test_exact_match_cannot_tell_qlora_from_lora_on_the_tiny_world(notebook_metrics):
     m = notebook_metrics("04")
-    assert m["seeds"] == [0, 1, 2] and m["qlora_vs_lora_score"] == "exact match"
-    assert m["qlora_vs_lora_tie"] is True, m["qlora_vs_lora"]
+    assert m["seeds"] == [0, 1, 2] and m["qlora_vs_lora_score"] == "exact_match"
+    assert m["qlora_vs_lora_resolution"] == pytest.approx(1 / m["eval_rows"])
+    assert m["qlora_vs_lora_verdict"] == "can't tell", m["qlora_vs_lora"]
     assert m["heldout_loss_after"]["QLoRA"] < m["heldout_loss_before"]
