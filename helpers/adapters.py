@@ -1,46 +1,23 @@
-"""Many LoRA adapters on one base model: train one per task, score every task, count the memory.
+"""Many LoRA adapters on one base model: the tasks, a score for every task, the memory, merged copies.
 
 Notebook 07 shows the peft calls that teach (load_adapter, set_adapter, disable_adapter, the routed
-generate call, add_weighted_adapter, merge_and_unload); this module holds the plumbing around them.
+generate call, add_weighted_adapter, merge_and_unload) and trains one adapter per task with
+`helpers.training.train_sft`; this module holds the plumbing around them.
 """
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
-from helpers.env import seed_everything
 from helpers.memory import tensor_bytes
-from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, skill_accuracy
-from helpers.models import load_model
-from helpers.training import train_sft
+from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, padding_side
+from helpers.world_measures import skill_accuracy
 from helpers.world import PIRATE
 
 # task -> (training file, test file) in data/world
 TASK_FILES = {"facts": ("sft_train", "sft_test"), "skill": ("skill_train", "skill_test"),
               "persona": ("persona_train", "persona_test")}
-
-
-def train_adapter(base, train_rows: list[dict], output_dir: str | Path, peft_config, *, tokenizer=None,
-                  seed: int = 0, **overrides):
-    """LoRA SFT on one task's rows; the adapter is saved in output_dir.
-
-    base: a model id or folder (a fresh copy is loaded), or a loaded model (then pass its tokenizer;
-    the adapter is then trained on top of that model, e.g. a parent adapter merged in).
-    Returns the trainer (adapter at `trainer.model`, wall time at `trainer.train_seconds`). The folder holds
-    only adapter_config.json and adapter_model.safetensors: the base model is not copied.
-    """
-    seed_everything(seed)  # LoRA's A matrices are drawn when the trainer wraps the model
-    if isinstance(base, (str, Path)):
-        base, tokenizer = load_model(base)
-    elif tokenizer is None:
-        raise ValueError("train_adapter got a loaded model without its tokenizer: pass tokenizer=...")
-    overrides.setdefault("seed", seed)
-    trainer = train_sft(base, tokenizer, train_rows, output_dir=str(output_dir), peft_config=peft_config,
-                        **overrides)
-    trainer.model.save_pretrained(str(output_dir))
-    return trainer
 
 
 def persona_rate(model, tokenizer, rows: list[dict], facts_by_id: dict[str, dict],
@@ -74,15 +51,15 @@ def merged_copy(peft_model, adapter_name: str):
 
     Works on a deep copy, so the multi-adapter model is left as it was.
     """
-    twin = copy.deepcopy(peft_model)
-    return twin.merge_and_unload(adapter_names=[adapter_name])
+    merged = copy.deepcopy(peft_model)
+    return merged.merge_and_unload(adapter_names=[adapter_name])
 
 
 @torch.no_grad()
 def prompt_logits(model, tokenizer, rows: list[dict]) -> torch.Tensor:
     """Logits (batch, tokens, vocab) of the model as it is now on the rows' chat prompts (left-padded)."""
-    tokenizer.padding_side = "left"
-    enc = tokenizer(chat_prompts(tokenizer, rows), return_tensors="pt", padding=True, add_special_tokens=False)
+    with padding_side(tokenizer, "left"):
+        enc = tokenizer(chat_prompts(tokenizer, rows), return_tensors="pt", padding=True, add_special_tokens=False)
     return model(**enc.to(next(model.parameters()).device)).logits.float()
 
 

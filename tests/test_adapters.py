@@ -61,7 +61,3 @@ def test_persona_rate_needs_the_prefix_and_the_answer(monkeypatch):
     monkeypatch.setattr(adapters, "generate_replies", lambda *a, **k: replies)
     assert persona_rate(None, None, rows, facts) == pytest.approx(1 / 3)
 
-
-def test_train_adapter_wants_the_tokenizer_of_a_loaded_model(make_llama, tokenizer, tmp_path):
-    with pytest.raises(ValueError, match="tokenizer"):
-        adapters.train_adapter(make_llama(tokenizer), ROWS, tmp_path, LoraConfig(r=2))

@@ -12,14 +12,24 @@ def metrics(request, notebook_metrics, real_notebook_metrics):
 def test_swapping_merging_and_memory(metrics):
     assert metrics["disabled_equals_base"] is True and metrics["disabled_max_logit_difference"] < 1e-4
     assert metrics["merged_generations_equal"] is True
-    assert metrics["memory_bytes"]["1 base + 3 adapters"] < metrics["memory_bytes"]["3 merged models"]
+    assert metrics["memory_bytes"]["one_base_three_adapters"] < metrics["memory_bytes"]["three_merged_models"]
     assert metrics["stacked_vs_cat_max_logit_difference"] < 1e-3
-    assert metrics["merged_vs_unmerged_forward_ratio"] > 0
+    # float32 rounding over 30 layers of the real model: 1.3e-3 measured
+    assert all(c["same_generations"] and c["max_logit_difference"] < 1e-2 for c in metrics["merge_checks"])
+
+
+def test_the_merged_forward_is_timed_against_the_unmerged_adapter(metrics):
+    seconds = metrics["forward_seconds"]
+    assert metrics["merged_vs_unmerged_forward_ratio"] == pytest.approx(
+        seconds["merged"] / seconds["adapter_unmerged"])
+    # merged, the adapter's extra path is gone: never much slower than the adapter left unmerged
+    assert metrics["merged_vs_unmerged_forward_ratio"] < 1.5
+    assert set(metrics["train_seconds"]) == {*TASKS, "persona_child"}
 
 
 def test_every_adapter_and_composition_is_measured_on_every_task(metrics):
     accuracy = metrics["per_task_accuracy"]
-    assert {"base", *TASKS, "cat", "facts + persona_child (tree)"} <= set(accuracy)
+    assert {"base", *TASKS, "cat", "facts_persona_child_tree"} <= set(accuracy)
     assert all(set(v) == set(TASKS) for v in accuracy.values())
 
 
@@ -37,3 +47,4 @@ def test_the_child_trained_on_its_merged_parent_composes(notebook_metrics):
     m = notebook_metrics("07")
     assert m["working_composition"]["persona"] >= 0.8
     assert m["working_composition"]["persona"] > m["independent_composition"]["persona"] + 0.5
+    assert m["tree_verdict"] == "the tree ahead of the independent stack"
