@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--budget", default="tiny",
                         help="a named budget of helpers.recipes: tiny (default), smoke, benchmark, colab_t4")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="set one parameter (as papermill's -p: numbers, true/false, none, else a string)")
+                        help="set one parameter (as papermill's -p: numbers, True/False, None, else a string)")
     parser.add_argument("-y", "--yaml", action="append", default=[],
                         help="parameters as YAML, for lists and dicts: -y 'sweep_ranks: [1, 4]'")
     parser.add_argument("--inplace", action="store_true", help="save outputs into the committed notebooks")

@@ -111,7 +111,7 @@ def load_world(name: str, world_dir: str | Path = WORLD_DIR) -> list[dict]:
     return read_jsonl(path, check)
 
 
-def spread(rows: list, n: int | None) -> list:
+def evenly_spaced(rows: list, n: int | None) -> list:
     """At most n rows taken evenly across the list (every k-th), so that a small sample still covers every
     kind of row in a sorted file; n=None: all of them."""
     if n is None or n >= len(rows):

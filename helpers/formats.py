@@ -182,19 +182,19 @@ def sft_splits(dataset: str, world_dir: str | Path = WORLD_DIR, *, max_train_row
     The tiny world's file: its own sft_val and sft_test (facts held out of SFT). Any other dataset: held out
     from the file itself (seeded shuffle), max_eval_rows each for validation and test (64 if None).
     max_train_rows limits the training rows, max_eval_rows the validation and test rows (None: all).
-    Returns {"train", "validation", "test": rows, "world": whether the world's rulers apply}.
+    Returns {"train", "validation", "test": rows, "tiny_world": whether the tiny world's rulers apply}.
     """
     from helpers.data import load_world
 
     rows = load_rows(dataset)
     if is_world_dataset(dataset):
         out = {"train": rows, "validation": load_world("sft_val", world_dir), "test": load_world("sft_test", world_dir),
-               "world": True}
+               "tiny_world": True}
     else:
         n_eval = max_eval_rows or 64
         rest, test = split_rows(rows, n_eval, seed)
         train, validation = split_rows(rest, n_eval, seed)
-        out = {"train": train, "validation": validation, "test": test, "world": False}
+        out = {"train": train, "validation": validation, "test": test, "tiny_world": False}
     out["train"] = out["train"][:max_train_rows]
     for split in ("validation", "test"):
         out[split] = out[split][:max_eval_rows]

@@ -1,9 +1,15 @@
-"""Verifiable rewards for the letter-reversal task, the reward-function contract, and GRPO's data checks."""
+"""Verifiable rewards for the letter-reversal task, the reward-function contract, GRPO's data checks, and the
+GRPO config, trainer and run (helpers.runs.train) with their curves."""
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from helpers import grpo
 from helpers.data import DatasetError
+from helpers.recipes import RECIPES
+from helpers.runs import TrainedRun
 
 LETTERS = ["c a t", "d o g s"]
 
@@ -93,3 +99,51 @@ def test_grpo_config_keeps_the_course_knobs(tmp_path):
     args = grpo.grpo_config(tmp_path, learning_rate=1e-3, prompts_per_step=4, num_generations=2, beta=0.1)
     assert args.per_device_train_batch_size == 8 and args.num_generations == 2
     assert args.beta == 0.1 and args.loss_type == "dapo" and args.learning_rate == 1e-3
+
+
+@pytest.mark.parametrize("scale", ["tiny", "real"])
+def test_every_grpo_recipe_gives_the_config_exactly_its_knobs(tmp_path, scale):
+    recipe = RECIPES["grpo"][scale]
+    knobs = grpo.grpo_knobs(recipe, max_steps=3)
+    assert set(knobs) == set(grpo.GRPO_KNOBS) and knobs["max_steps"] == 3
+    args = grpo.grpo_config(tmp_path, **knobs, seed=1)   # every recipe knob but lora_r, warmup_sft_steps
+    assert args.num_generations == recipe["num_generations"] and args.max_steps == 3 and args.seed == 1
+    assert args.per_device_train_batch_size == recipe["prompts_per_step"] * recipe["num_generations"]
+    with pytest.raises(KeyError, match=r"\['lora_r'\] are not GRPO knobs"):
+        grpo.grpo_knobs(recipe, lora_r=4)
+    with pytest.raises(TypeError, match="lora_r"):   # the LoraConfig's knob, not the config's
+        grpo.grpo_config(tmp_path, **knobs, lora_r=8)
+
+
+def test_training_curves_number_the_spread_from_the_first_step_of_this_session():
+    """After a resume from step 1, reward_log holds steps 2 and 3 only: the spread is numbered from there."""
+    log_history = [{"step": s, "reward": 0.5, "frac_reward_zero_std": 0.5, "completions/mean_length": 4.0,
+                    "kl": 0.1} for s in (1, 2, 3)]
+    run = TrainedRun(trainer=SimpleNamespace(num_generations=2, state=SimpleNamespace(
+        global_step=3, log_history=log_history)), seconds=1.0)
+    curves = grpo.training_curves(run, [[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    assert curves["group_spread"] == [(2, 0.25), (3, 0.0)]
+    assert curves["completion_length"] == [(1, 4.0), (2, 4.0), (3, 4.0)] and len(curves["kl"]) == 3
+
+
+def test_train_grpo_returns_the_trained_run_and_its_rewards(tmp_path):
+    from helpers.data import load_world
+    from helpers.models import load_model
+    from helpers.training import standard_lora
+
+    rows = grpo.reversal_prompts(load_world("skill_train")[:8], where="skill_train")
+    base, tokenizer = load_model("data/tiny-base")
+    log = []
+    knobs = grpo.grpo_knobs(RECIPES["grpo"]["tiny"], max_steps=2, prompts_per_step=2, num_generations=2,
+                            max_completion_length=8)
+    run = grpo.train_grpo(base, tokenizer, rows, [grpo.reversal_partial], output_dir=tmp_path, run_name="rl",
+                          reward_log=log, peft_config=standard_lora(r=4), seed=0, **knobs)
+    assert isinstance(run, TrainedRun) and run.steps == 2 and run.seconds > 0 and run.resumed_from is None
+    assert Path(run.trainer.args.output_dir) == tmp_path / "rl"
+    assert [len(r) for r in log] == [4, 4]   # per step: 2 prompts x 2 completions, one reward each
+    curves = grpo.training_curves(run, log)
+    assert [s for s, _ in curves["reward"]] == [1, 2] == [s for s, _ in curves["group_spread"]]
+    for (_, mean), rewards in zip(curves["reward"], log):   # TRL's logged mean is the function's
+        assert mean == pytest.approx(sum(rewards) / len(rewards), abs=1e-6)
+    # train() leaves the policy with its own forward (not TRL's patch) and in eval mode
+    assert "forward" not in run.model.get_base_model().__dict__ and not run.model.training

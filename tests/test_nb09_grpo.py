@@ -3,6 +3,8 @@ held-out reward rises beyond seed noise, the SFT baseline and forgetting are mea
 gamed, and more generations per prompt leave fewer groups without signal."""
 import pytest
 
+from helpers.verdict import CANT_TELL
+
 
 @pytest.fixture(params=["tiny", "real"])
 def metrics(request, notebook_metrics, real_notebook_metrics):
@@ -10,18 +12,30 @@ def metrics(request, notebook_metrics, real_notebook_metrics):
 
 
 def test_hand_written_loss_equals_trl_on_a_batch_with_signal(metrics):
+    """The check runs after train(), which took TRL's fused LM head off the model: the notebook puts it back."""
     assert metrics["check_groups_with_spread"] > 0, "every group scored alike: the check would be trivial"
-    assert metrics["hand_vs_trl_loss_abs_diff"] <= 1e-4
+    assert metrics["hand_vs_trl_loss_abs_diff"] <= 1e-6, metrics["hand_vs_trl_loss_abs_diff"]
     assert metrics["advantages_abs_diff"] <= 1e-4
 
 
 def test_every_ruler_is_measured(metrics):
     for key in ("reward_before", "reward_after", "accuracy_before", "accuracy_after", "sft_baseline_accuracy",
-                "fact_accuracy_before", "fact_accuracy_after"):
+                "fact_accuracy_before", "fact_accuracy_after", "fact_accuracy_after_sft"):
         assert 0.0 <= metrics[key] <= 1.0, key
     curves = metrics["curves"]
     assert len(curves["reward"]) == metrics["recipe"]["max_steps"] == len(curves["group_spread"])
     assert len(curves["kl"]) == metrics["recipe"]["max_steps"]  # beta > 0: the KL is logged every step
+    assert len(metrics["reward_after_by_seed"]) == len(metrics["seeds"])
+
+
+def test_every_verdict_follows_the_rule(metrics):
+    """Each verdict is the helpers.verdict one: "A ahead of B" between the named sides, or "can't tell"."""
+    sides = {"reward": ("GRPO", "the start"), "accuracy": ("GRPO", "the start"),
+             "sft_baseline": ("SFT on answers", "GRPO"), "facts_grpo": ("GRPO", "the start"),
+             "facts_sft": ("SFT on answers", "the start")}
+    assert set(metrics["verdicts"]) == set(sides)
+    for key, (a, b) in sides.items():
+        assert metrics["verdicts"][key] in (f"{a} ahead of {b}", f"{b} ahead of {a}", CANT_TELL), key
 
 
 def test_held_out_reward_rises_beyond_seed_noise(notebook_metrics):
@@ -31,23 +45,26 @@ def test_held_out_reward_rises_beyond_seed_noise(notebook_metrics):
     # measured: 0.09 before, 0.24-0.27 after over 3 seeds; the worst seed must clear the start by 0.08
     assert min(by_seed) > m["reward_before"] + 0.08, (m["reward_before"], by_seed)
     assert m["accuracy_after"] >= m["accuracy_before"]
+    assert m["verdicts"]["reward"] == "GRPO ahead of the start"
+    assert m["verdicts"]["accuracy"] == "GRPO ahead of the start"   # measured: 0.25 -> 0.31-0.33 of 100
 
 
 def test_sft_on_the_answers_is_the_stronger_baseline_here(notebook_metrics):
     m = notebook_metrics("09")
     assert m["sft_baseline_accuracy"] > m["accuracy_after"]
-    assert m["train_seconds"]["SFT on answers"] < m["train_seconds"]["GRPO"]
+    assert m["verdicts"]["sft_baseline"] == "SFT on answers ahead of GRPO"   # every seed, by > 1 answer
+    assert m["train_seconds"]["sft_on_answers"] < m["train_seconds"]["grpo"]
 
 
 def test_the_gameable_reward_is_gamed(notebook_metrics):
     rows = notebook_metrics("09")["reward_hacking"]
-    start, hacked = rows["SFT model (start)"], rows["GRPO on letters_present"]
-    assert hacked["letters_present (gamed)"] > start["letters_present (gamed)"]
-    assert hacked["exact accuracy"] < start["exact accuracy"] / 2
-    assert hacked["letters per answer"] > start["letters per answer"]
+    start, hacked = rows["sft_start"], rows["grpo_letters_present"]
+    assert hacked["letters_present"] > start["letters_present"]
+    assert hacked["exact_accuracy"] < start["exact_accuracy"] / 2
+    assert hacked["letters_per_answer"] > start["letters_per_answer"]
 
 
 def test_more_generations_leave_fewer_groups_without_signal(notebook_metrics):
     sweep = notebook_metrics("09")["generations_sweep"]
-    no_spread = [sweep[g]["groups with no spread"] for g in ("2", "4", "8")]
+    no_spread = [sweep[g]["no_spread_share"] for g in ("2", "4", "8")]
     assert no_spread[0] > no_spread[1] > no_spread[2], no_spread
