@@ -12,3 +12,9 @@ The modules, by layer (each imports only from the layers above it in this list):
   dpo, grpo, forgetting, adapters, sft_script and fsdp_script (multi-process runs)
 - the course's own machinery: course (run notebooks, budgets, -p), bench, colab
 """
+
+import os as _os
+
+if _os.environ.get("COURSE_PROFILE"):   # a developer's profile (python -m helpers.bench --profile): off otherwise
+    from helpers import profiling as _profiling
+    _profiling.install()

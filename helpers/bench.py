@@ -22,6 +22,7 @@ from pathlib import Path
 from helpers.course import execute, notebooks, run_notebook
 from helpers.env import describe_machine
 from helpers.paths import ROOT
+from helpers.profiling import ENV as PROFILE_ENV
 
 
 def time_tests() -> dict:
@@ -45,6 +46,18 @@ def markdown_row(result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def profile_table(profiles: dict) -> str:
+    """A markdown table: one row per notebook, one column per category of helpers.profiling, in seconds."""
+    columns = ["training steps", "generation", "evaluation passes", "trainer start-up", "model loads",
+               "tokenisation", "4-bit path", "subprocesses"]
+    lines = ["| notebook | total | " + " | ".join(columns) + " | other |",
+             "|---" * (len(columns) + 3) + "|"]
+    for nb, p in profiles.items():
+        cells = [f"{p['seconds'].get(c, 0):.0f}" for c in columns]
+        lines.append(f"| {nb} | {p['total']:.0f} | " + " | ".join(cells) + f" | {p['other']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Time the course's notebooks and tests on this machine.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
@@ -53,6 +66,8 @@ def main() -> None:
                         help="a named budget of helpers.recipes (benchmark: the real model at a realistic budget)")
     parser.add_argument("--inplace", action="store_true",
                         help="execute the committed notebooks in place (default run): refresh them and time it")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record where each notebook's time goes (helpers.profiling), in the JSON and a table")
     parser.add_argument("--label", default=None, help="name of this row (default: cpu capability and mode)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     args = parser.parse_args()
@@ -63,6 +78,10 @@ def main() -> None:
               "notebooks": {}, "metrics": {}}
     for nb in notebooks(args.only):
         print(f"running {nb.name} ...", flush=True)
+        profile_path = (args.out / label / f"{nb.stem}.profile.json").resolve()
+        if args.profile:
+            profile_path.parent.mkdir(parents=True, exist_ok=True)
+            os.environ[PROFILE_ENV] = str(profile_path)
         if args.inplace and args.budget == "tiny":  # the default parameters write ../outputs/<stem>/metrics.json
             seconds = execute(nb, nb)
             metrics = json.loads((ROOT / "outputs" / nb.stem / "metrics.json").read_text())
@@ -71,6 +90,13 @@ def main() -> None:
         result["notebooks"][nb.name[:2]] = round(seconds, 1)
         result["metrics"][nb.name[:2]] = metrics
         print(f"  {seconds:6.1f} s", flush=True)
+        if args.profile:
+            os.environ.pop(PROFILE_ENV)
+            profile = json.loads(profile_path.read_text())
+            profile["kernel start and cells outside the profile"] = round(seconds - profile["total"], 1)
+            result.setdefault("profile", {})[nb.name[:2]] = profile
+            print("   ", ", ".join(f"{k} {v:.0f} s" for k, v in profile["seconds"].items()),
+                  f"other {profile['other']:.0f} s", flush=True)
     result["course_seconds"] = round(sum(result["notebooks"].values()), 1)
     if not args.no_tests and args.budget == "tiny":
         print("running the test suite ...", flush=True)
@@ -80,6 +106,8 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwritten {path}\n")
     print(markdown_row(result))
+    if args.profile:
+        print("\n" + profile_table(result["profile"]))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,55 @@ _metrics: dict[tuple[str, str], dict] = {}
 _seconds: dict[tuple[str, str], float] = {}
 
 
+# Run in parallel (README: `-n 2`, pytest-xdist), each worker executes whole notebooks: every test of one
+# notebook module lands on the same worker (xdist_group), so each notebook still runs once per budget, and
+# the slowest notebooks start first. A worker gets an equal share of the cores (torch and the kernels it
+# starts: OMP_NUM_THREADS), so two workers on 2 cores do not fight over them.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
+
+
+def _notebook_seconds(prefix: str) -> float:
+    """The committed notebook's own run time (papermill's record), to start the slowest first."""
+    import json
+
+    found = sorted((ROOT / "notebooks").glob(f"{prefix}_*.ipynb"))
+    if not found:
+        return 0.0
+    return json.loads(found[0].read_text())["metadata"].get("papermill", {}).get("duration") or 0.0
+
+
+def pytest_collection_modifyitems(config, items):
+    cost = {}
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        if module.startswith("test_nb") or "notebook" in item.name:
+            group = module.split("_")[1] if module.startswith("test_nb") else module
+            item.add_marker(pytest.mark.xdist_group(group))
+            cost.setdefault(group, _notebook_seconds(group[2:]) if group.startswith("nb") else 60.0)
+    if WORKERS > 1 or config.pluginmanager.hasplugin("xdist"):
+        def key(item):
+            marks = [m.args[0] for m in item.iter_markers("xdist_group")]
+            return -cost.get(marks[0], 0.0) if marks else 0.0
+        items.sort(key=key)   # stable: the order within a group is kept
+
+
+def pytest_testnodedown(node, error):
+    """On the controller of a parallel run: collect each worker's notebook run times."""
+    _seconds.update({tuple(k.split("|")): v for k, v in node.workeroutput.get("notebook_seconds", {}).items()})
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):   # a worker: send the run times to the controller
+        session.config.workeroutput["notebook_seconds"] = {"|".join(k): v for k, v in _seconds.items()}
+
+
 def pytest_terminal_summary(terminalreporter):
     """Each notebook's run time in this session, so that a slow CI run says where the time went."""
     if _seconds:
-        terminalreporter.write_sep("-", "notebook run times")
+        workers = terminalreporter.config.getoption("numprocesses", None) or 1
+        terminalreporter.write_sep("-", f"notebook run times ({workers} worker(s) in parallel)")
         for (prefix, budget), seconds in sorted(_seconds.items()):
             terminalreporter.write_line(f"{prefix} {budget:6s} {seconds:7.1f} s")
         terminalreporter.write_line(f"total     {sum(_seconds.values()):7.1f} s")
