@@ -25,7 +25,7 @@ import torch
 from helpers.models import count_parameters
 
 EFFICIENCY = 0.5          # share of the measured matmul speed a training step reaches (small matrices, backward)
-OVERHEAD_SECONDS = {"cpu": 0.02, "cuda": 0.03}   # a trainer's own work per step: data, optimizer, logging
+OVERHEAD_SECONDS = {"cpu": 0.045, "cuda": 0.03}   # a trainer's own work per step: data, optimizer, logging
 DECODE_OVERHEAD_SECONDS = {"cpu": 0.004, "cuda": 0.01}   # per generated token of a batch (one forward call)
 LONG_SECONDS = 30 * 60    # past this a cell's estimate comes with a warning
 

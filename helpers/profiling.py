@@ -79,6 +79,9 @@ def install() -> None:
     written after every outermost timed call and when the process exits."""
     import atexit
 
+    from helpers.env import quiet_known_warnings
+
+    quiet_known_warnings()   # importing the targets below (bitsandbytes) would otherwise log into the first cell
     atexit.register(_write)
     try:   # in a notebook kernel (stopped without exit handlers): also after every cell
         from IPython import get_ipython

@@ -35,7 +35,9 @@ def test_gguf_exports_read_back_within_their_rounding(metrics):
 def test_sft_answers_held_out_facts(notebook_metrics):
     m = notebook_metrics("02")
     assert m["world_data"] and m["before"]["exact_match"] <= 0.10
-    assert m["after"]["exact_match"] >= 0.60 and m["after"]["names_answer"] >= 0.80
+    # measured (3 epochs, 2026-12-01): exact match 0.66, names the answer 0.81, from 0.00 and 0.10; the margins
+    # leave room for another CPU's rounding (a few of 58 held-out facts)
+    assert m["after"]["exact_match"] >= 0.55 and m["after"]["names_answer"] >= 0.75
 
 
 def test_longer_run_overfits_and_best_checkpoint_is_earlier(notebook_metrics):

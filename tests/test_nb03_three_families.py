@@ -50,7 +50,7 @@ def test_lora_against_full_is_the_verdict_of_the_runs(metrics):
 
 def test_lora_answers_held_out_facts_as_well_as_full_fine_tuning(notebook_metrics):
     """On the tiny world, over three seeds: exact match can't tell LoRA from full fine-tuning, while full
-    fine-tuning's held-out loss is lower on every seed (0.25 against 0.49)."""
+    fine-tuning's held-out loss is lower on every seed (measured 0.26 against 0.51, 3 epochs)."""
     m = notebook_metrics("03")
     assert m["seeds"] == [0, 1, 2] and m["methods"]["lora"]["exact_match"] >= 0.5
     assert m["lora_vs_full_resolution"]["exact_match"] == pytest.approx(1 / m["eval_rows"])
