@@ -1,5 +1,6 @@
-"""Shared code for the fine-tuning course; notebooks import from here. Importing it changes nothing: a
-notebook's first call, `helpers.env.start`, quiets the known harmless warnings.
+"""Shared code for the fine-tuning course; notebooks import from here. Importing it changes nothing (unless the
+environment variable COURSE_PROFILE is set: then `helpers.profiling` times the course's calls): a notebook's
+first call, `helpers.env.start`, quiets the known harmless warnings.
 
 The modules, by layer (each imports only from the layers above it in this list):
 - where things are, the machine: paths, env, precision, arch
@@ -7,10 +8,10 @@ The modules, by layer (each imports only from the layers above it in this list):
   world_measures (its rulers), base_model (pretraining the tiny model)
 - models and data of any kind: models, formats, chat, export
 - measuring: evaluation (any model, any data), verdict (the one rule for comparisons over seeds), plots,
-  memory, quant, lora
+  memory, quant, lora, cost (what a cell is about to cost)
 - training: recipes (every recipe and budget), runs (the one training routine, checkpoints), training (SFT),
   dpo, grpo, forgetting, adapters, sft_script and fsdp_script (multi-process runs)
-- the course's own machinery: course (run notebooks, budgets, -p), bench, colab
+- the course's own machinery: course (run notebooks, budgets, -p), bench, profiling (where the time goes), colab
 """
 
 import os as _os

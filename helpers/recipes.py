@@ -274,9 +274,10 @@ def apply_budget(notebook: str, budget: str, namespace: dict) -> dict:
     print(f"budget {budget!r} for notebook {notebook}:\n" + "\n".join(lines))
     budget_model = values.get("model")
     if budget_model is not None and namespace.get("model") != budget_model:
+        others = ", ".join(repr(b) for b in BUDGETS if b != budget)
         print(f"NOTE: budget {budget!r} sizes its steps, seeds and sweeps for {budget_model}, and `model` is "
               f"{namespace['model']!r}. The cells that train say what they will cost before they start; for a "
-              f"model of another size pick the budget made for it ({', '.join(repr(b) for b in BUDGETS if b != budget)}).")
+              f"model of another size pick the budget made for it ({others}).")
     return effective
 
 

@@ -20,38 +20,45 @@ _metrics: dict[tuple[str, str], dict] = {}
 _seconds: dict[tuple[str, str], float] = {}
 
 
-# Run in parallel (README: `-n 2`, pytest-xdist), each worker executes whole notebooks: every test of one
-# notebook module lands on the same worker (xdist_group), so each notebook still runs once per budget, and
-# the slowest notebooks start first. A worker gets an equal share of the cores (torch and the kernels it
+# Run in parallel (README: `-n 2 --dist loadfile`, pytest-xdist), each worker executes whole notebooks: every
+# test of one notebook's module lands on the same worker, so each notebook still runs once per budget (plain
+# `-n 2` would spread a module's tests and run its notebook on both workers), and the slowest start first.
+# (`--dist loadgroup` would do it by marks, but pytest 9 ignores the test ids xdist 3.8 rewrites for it.) A worker gets an equal share of the cores (torch and the kernels it
 # starts: OMP_NUM_THREADS), so two workers on 2 cores do not fight over them.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
 
+# The real-model smoke's seconds in CI (2026-12-01, one core a worker), only to order the groups: the tiny run's
+# time is read from the committed notebook.
+SMOKE_SECONDS = {"00": 48, "01": 91, "02": 142, "03": 111, "04": 142, "05": 125, "06": 125, "07": 164, "08": 314,
+                 "09": 209}
+
+
 def _notebook_seconds(prefix: str) -> float:
-    """The committed notebook's own run time (papermill's record), to start the slowest first."""
+    """A notebook's cost in a test session: the committed notebook's own run time (papermill's record) and its
+    smoke run's, to start the slowest first."""
     import json
 
     found = sorted((ROOT / "notebooks").glob(f"{prefix}_*.ipynb"))
     if not found:
         return 0.0
-    return json.loads(found[0].read_text())["metadata"].get("papermill", {}).get("duration") or 0.0
+    tiny = json.loads(found[0].read_text())["metadata"].get("papermill", {}).get("duration") or 0.0
+    return tiny + SMOKE_SECONDS.get(prefix, 0.0)
+
+
+def _notebook_of(item) -> str | None:
+    """The notebook prefix a test module is about: `test_nb03_three_families` -> "03"."""
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    return module.split("_")[1][2:] if module.startswith("test_nb") else None
 
 
 def pytest_collection_modifyitems(config, items):
-    cost = {}
-    for item in items:
-        module = item.module.__name__ if item.module else ""
-        if module.startswith("test_nb") or "notebook" in item.name:
-            group = module.split("_")[1] if module.startswith("test_nb") else module
-            item.add_marker(pytest.mark.xdist_group(group))
-            cost.setdefault(group, _notebook_seconds(group[2:]) if group.startswith("nb") else 60.0)
-    if WORKERS > 1 or config.pluginmanager.hasplugin("xdist"):
-        def key(item):
-            marks = [m.args[0] for m in item.iter_markers("xdist_group")]
-            return -cost.get(marks[0], 0.0) if marks else 0.0
-        items.sort(key=key)   # stable: the order within a group is kept
+    """The slowest notebooks' modules first: a parallel run (`--dist loadfile`) hands out whole test files in
+    this order."""
+    cost = {nb: _notebook_seconds(nb) for nb in {_notebook_of(item) for item in items} if nb}
+    items.sort(key=lambda item: -cost.get(_notebook_of(item), 0.0))   # stable: a file's own order is kept
 
 
 def pytest_testnodedown(node, error):
