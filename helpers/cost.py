@@ -18,10 +18,12 @@ Once a notebook has timed a run, `measured_step_seconds` replaces the prediction
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import torch
 
+from helpers.evaluation import chat_ids
 from helpers.models import count_parameters
 
 EFFICIENCY = 0.5          # share of the measured matmul speed a training step reaches (small matrices, backward)
@@ -87,9 +89,8 @@ def typical_length(tokenizer, rows: list[dict], sample: int = 64) -> int:
     picked = rows[:: max(1, len(rows) // sample)][:sample]
     if not picked:
         return 0
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) if "messages" in r else r["text"]
-             for r in picked]
-    lengths = [len(tokenizer(t, add_special_tokens="messages" not in r)["input_ids"]) for t, r in zip(texts, picked)]
+    lengths = [len(chat_ids(tokenizer, r["messages"])) if "messages" in r else len(tokenizer(r["text"])["input_ids"])
+               for r in picked]
     return round(sum(lengths) / len(lengths))
 
 
@@ -124,6 +125,4 @@ def say_cost(what: str, *, runs: int, steps: int, step_seconds: float, basis: st
 
 def planned_steps(rows: int, batch_size: int, epochs: float, max_steps: int = -1) -> int:
     """The optimizer steps a run will take: max_steps when > 0, else epochs over rows in batches."""
-    import math
-
     return max_steps if max_steps and max_steps > 0 else math.ceil(math.ceil(rows / batch_size) * epochs)

@@ -112,8 +112,3 @@ def install() -> None:
             for key, value in list(vars(mod).items()):
                 if id(value) in replaced:
                     setattr(mod, key, replaced[id(value)])
-
-
-def install_from_env() -> None:
-    if os.environ.get(ENV):
-        install()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from helpers.env import batch_run
-from helpers.evaluation import last_turn_split
+from helpers.evaluation import chat_ids, last_turn_split
 from helpers.precision import choose_precision
 from helpers.runs import NO_CHECKPOINTS, CheckpointPlan, TrainedRun, train
 
@@ -47,8 +47,7 @@ def fit_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
 
     The trainer would cut longer rows silently, often through the answer; the notebooks print the count.
     """
-    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
-               for r in rows]
+    lengths = [len(chat_ids(tokenizer, r["messages"])) for r in rows]
     kept = [r for r, n in zip(rows, lengths) if n <= max_length]
     return kept, len(rows) - len(kept)
 

@@ -23,8 +23,9 @@ _seconds: dict[tuple[str, str], float] = {}
 # Run in parallel (README: `-n 2 --dist loadfile`, pytest-xdist), each worker executes whole notebooks: every
 # test of one notebook's module lands on the same worker, so each notebook still runs once per budget (plain
 # `-n 2` would spread a module's tests and run its notebook on both workers), and the slowest start first.
-# (`--dist loadgroup` would do it by marks, but pytest 9 ignores the test ids xdist 3.8 rewrites for it.) A worker gets an equal share of the cores (torch and the kernels it
-# starts: OMP_NUM_THREADS), so two workers on 2 cores do not fight over them.
+# (`--dist loadgroup` would do it by marks, but pytest 9 ignores the test ids xdist 3.8 rewrites for it.)
+# A worker gets an equal share of the cores (torch and the kernels it starts: OMP_NUM_THREADS), so two
+# workers on 2 cores do not fight over them.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
