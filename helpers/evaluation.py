@@ -48,6 +48,41 @@ def last_turn_split(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     return messages[:-1], messages[-1:]
 
 
+class ChatTemplateError(ValueError):
+    """A conversation this chat template cannot train as one example."""
+
+
+def assistant_mask(tokenizer, messages: list[dict], where: str = "row") -> tuple[list[int], list[int]]:
+    """(ids of the whole conversation, mask): 1 on the tokens of every assistant turn, 0 on the rest.
+
+    SFT trains what the mask marks: each assistant turn as the template writes it after that turn's
+    generation prompt, its end-of-turn token included, and no system or user token. It works for any chat
+    template, with or without `{% generation %}` markers: assistant turn i spans from where the conversation
+    up to turn i with the generation prompt stops agreeing with the whole one, to the end of the conversation
+    rendered up to turn i. For a single-turn row this is TRL's prompt/completion cut exactly
+    (`split_prompt_completion`). A template that renders earlier turns differently once more turns follow
+    (some drop earlier reasoning) cannot mark them in one example: ChatTemplateError says what to do.
+    """
+    ids = chat_ids(tokenizer, messages)
+    mask = [0] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = common_prefix(chat_ids(tokenizer, messages[:i], add_generation_prompt=True), ids) if i else 0
+        upto = ids if i == len(messages) - 1 else chat_ids(tokenizer, messages[:i + 1])
+        if ids[:len(upto)] != upto:
+            raise ChatTemplateError(
+                f"{where}: this chat template renders the conversation up to assistant turn {i} differently when "
+                "more turns follow, so that turn's tokens cannot be marked inside the whole conversation. Split "
+                "the conversation into one row per assistant turn (each row: the turns before it and that turn), "
+                "or use a chat template that renders earlier turns the same way")
+        for t in range(start, len(upto)):
+            mask[t] = 1
+    if 1 not in mask:
+        raise ChatTemplateError(f"{where}: no assistant turn to train (roles: {[m['role'] for m in messages]})")
+    return ids, mask
+
+
 def split_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) the way TRL's SFT and DPO trainers cut a conversation: the prompt with the
     generation prompt, the completion = what prompt + completion adds after their common prefix."""
@@ -67,55 +102,78 @@ def token_logps(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = 
 
 
 @torch.no_grad()
-def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]], pad_id: int,
-                     batch_size: int = 16) -> torch.Tensor:
-    """Sum over completion tokens of log p(token | everything before it): one number per sequence."""
+def masked_logps(model, sequences: list[tuple[list[int], list[int]]], pad_id: int,
+                 batch_size: int = 16) -> torch.Tensor:
+    """Sum of log p(token | everything before it) over the tokens a mask marks: one number per (ids, mask)."""
     out = []
-    for i in range(0, len(prompt_completion), batch_size):
-        chunk = prompt_completion[i:i + batch_size]
-        seqs = [p + c for p, c in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i:i + batch_size]
+        width = max(len(s) for s, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
-        comp = torch.zeros_like(ids, dtype=torch.bool)
-        for j, ((p, c), s) in enumerate(zip(chunk, seqs)):  # right padding, as TRL's collators
+        marked = torch.zeros_like(ids, dtype=torch.bool)
+        for j, (s, m) in enumerate(chunk):  # right padding, as TRL's collators
             ids[j, :len(s)] = torch.tensor(s)
             attn[j, :len(s)] = 1
-            comp[j, len(p):len(s)] = True
-        ids, attn, comp = ids.to(_device(model)), attn.to(_device(model)), comp.to(_device(model))
-        out.append((token_logps(model, ids, attn) * comp[:, 1:]).sum(dim=1).cpu())
+            marked[j, :len(s)] = torch.tensor(m, dtype=torch.bool)
+        ids, attn, marked = ids.to(_device(model)), attn.to(_device(model)), marked.to(_device(model))
+        out.append((token_logps(model, ids, attn) * marked[:, 1:]).sum(dim=1).cpu())
     return torch.cat(out)
 
 
+def completion_logps(model, prompt_completion: list[tuple[list[int], list[int]]], pad_id: int,
+                     batch_size: int = 16) -> torch.Tensor:
+    """Sum over completion tokens of log p(token | everything before it): one number per sequence."""
+    return masked_logps(model, [(p + c, [0] * len(p) + [1] * len(c)) for p, c in prompt_completion], pad_id,
+                        batch_size)
+
+
 def heldout_loss(model, tokenizer, rows: list[dict], batch_size: int = 16) -> float:
-    """Mean loss (nats per token) on the last assistant turn of chat rows, exactly the tokens SFT trains.
+    """Mean loss (nats per token) on every assistant turn of chat rows, exactly the tokens SFT trains
+    (`assistant_mask`).
 
     Works on any model and any chat data: the measure of SFT that needs no answer key.
     """
-    pairs = [split_prompt_completion(tokenizer, *last_turn_split(r["messages"])) for r in rows]
+    sequences = [assistant_mask(tokenizer, r["messages"], f"row {i}") for i, r in enumerate(rows)]
     was_training = model.training
     model.eval()
-    total = completion_logps(model, pairs, tokenizer.pad_token_id, batch_size).sum().item()
+    total = masked_logps(model, sequences, tokenizer.pad_token_id, batch_size).sum().item()
     model.train(was_training)
-    return -total / sum(len(c) for _, c in pairs)
+    return -total / sum(sum(m) for _, m in sequences)
 
 
 # ---------------------------------------------------------------------------------------- generation
+class Replies(list):
+    """Generated texts, in order, with `stopped`: for each, whether the model ended it with its end-of-turn
+    (eos) token within the token limit. A reply cut by the limit has not stopped: "my model never stops"."""
+
+    def __init__(self, texts, stopped):
+        super().__init__(texts)
+        self.stopped = list(stopped)
+
+    @property
+    def stop_rate(self) -> float:
+        """Share of replies that ended with the end-of-turn token within the limit."""
+        return sum(self.stopped) / len(self.stopped) if self.stopped else float("nan")
+
+
 @torch.no_grad()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
-             **generate_kwargs) -> list[str]:
+             **generate_kwargs) -> Replies:
     """Continuations of plain-text prompts (left-padded batches): greedy unless generate_kwargs say
     otherwise (do_sample, temperature, num_return_sequences: each prompt's sequences together)."""
     generate_kwargs = {"do_sample": False, **generate_kwargs}
-    out = []
+    texts, stopped = [], []
     with padding_side(tokenizer, "left"):   # generation continues the prompt: pads go in front
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(_device(model))
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, **generate_kwargs)
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
+            new = gen[:, enc["input_ids"].shape[1]:]
+            texts += tokenizer.batch_decode(new, skip_special_tokens=True)
+            stopped += (new == tokenizer.eos_token_id).any(dim=1).tolist()
+    return Replies(texts, stopped)
 
 
 def chat_prompts(tokenizer, rows: list[dict]) -> list[str]:
@@ -124,9 +182,12 @@ def chat_prompts(tokenizer, rows: list[dict]) -> list[str]:
             for r in rows]
 
 
-def generate_replies(model, tokenizer, rows: list[dict], max_new_tokens: int = 32, batch_size: int = 64) -> list[str]:
-    """The model's reply to each chat row's conversation minus its final assistant turn."""
-    return [r.strip() for r in complete(model, tokenizer, chat_prompts(tokenizer, rows), max_new_tokens, batch_size)]
+def generate_replies(model, tokenizer, rows: list[dict], max_new_tokens: int = 32, batch_size: int = 64,
+                     **generate_kwargs) -> Replies:
+    """The model's reply to each chat row's conversation minus its final assistant turn (stripped), with
+    `.stopped` / `.stop_rate`: whether each ended with the end-of-turn token within max_new_tokens."""
+    out = complete(model, tokenizer, chat_prompts(tokenizer, rows), max_new_tokens, batch_size, **generate_kwargs)
+    return Replies([r.strip() for r in out], out.stopped)
 
 
 def side_by_side(rows: list[dict], replies: dict[str, list[str]], width: int = 160) -> list[dict]:

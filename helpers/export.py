@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -169,7 +170,11 @@ def load_gguf(path: str | Path):
     """(model, tokenizer) read back by transformers from a GGUF file (dequantized to fp32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # transformers draws a per-tensor progress bar that a notebook would store as "0/38": not shown
+    with mock.patch.object(gguf_utils, "tqdm", lambda tensors, **_: tensors):
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     return model.eval(), tokenizer

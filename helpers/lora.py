@@ -63,15 +63,19 @@ def llama_parameter_count(hidden: int, intermediate: int, layers: int, heads: in
                                       tie_embeddings=tied_embeddings))
 
 
-def lora_vs_full_counts(shapes: dict, targets: list[str], r: int, layers: int) -> dict:
-    """Trainable parameters of LoRA with rank r on `targets` in every one of `layers` blocks, against full tuning
-    of those same matrices."""
+def lora_vs_full_counts(shapes: dict, targets: list[str], r: int, layers: int, model_params: int | None = None) -> dict:
+    """Trainable parameters of LoRA with rank r on `targets` in every one of `layers` blocks: against full tuning
+    of those same matrices (`targeted_params`, `of_targeted`) and, given the model's whole count, against full
+    fine-tuning of the model (`of_model`: the share peft prints)."""
     missing = [t for t in targets if t not in shapes]
     if missing:
         raise ValueError(f"unknown module {missing}; the shapes given are for {sorted(shapes)}.")
     lora = layers * sum(lora_parameter_count(*shapes[t], r) for t in targets)
     full = layers * sum(full_parameter_count(*shapes[t]) for t in targets)
-    return {"r": r, "lora_params": lora, "full_params": full, "fraction": lora / full}
+    out = {"r": r, "lora_params": lora, "targeted_params": full, "of_targeted": lora / full}
+    if model_params:
+        out["of_model"] = lora / model_params
+    return out
 
 
 # ------------------------------------------------------------------------------------- low rank

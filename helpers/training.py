@@ -10,7 +10,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from helpers.env import batch_run
-from helpers.evaluation import chat_ids, last_turn_split
+from helpers.evaluation import assistant_mask, chat_ids, last_turn_split
 from helpers.precision import choose_precision
 from helpers.runs import NO_CHECKPOINTS, CheckpointPlan, TrainedRun, train
 
@@ -28,18 +28,27 @@ def sft_knobs(recipe: dict, **changes) -> dict:
 
 
 def prompt_completion(row: dict) -> dict:
-    """A chat row as TRL's conversational prompt/completion (`helpers.evaluation.last_turn_split`).
-
-    With this layout TRL computes the loss on the completion only, for any chat template (it needs no
-    `{% generation %}` markers): the completion is what the full conversation adds after the prompt
-    rendered with the generation prompt, the end-of-turn token included.
-    """
+    """A chat row as TRL's conversational prompt/completion (`helpers.evaluation.last_turn_split`): the last
+    turn only. DPO's layout; SFT uses `sft_example`, which trains every assistant turn."""
     prompt, completion = last_turn_split(row["messages"])
     return {"prompt": prompt, "completion": completion}
 
 
-def sft_dataset(rows: list[dict]) -> Dataset:
-    return Dataset.from_list([prompt_completion(r) for r in rows])
+def sft_example(tokenizer, row: dict, where: str = "row") -> dict:
+    """A chat row as one tokenised SFT example: the whole conversation's `input_ids` and a `completion_mask`
+    that puts the loss on every assistant turn, its end-of-turn token included, and on no system or user
+    token (`helpers.evaluation.assistant_mask`; any chat template, no `{% generation %}` markers needed).
+
+    A multi-turn conversation stays one example: cut into its last turn only, it would lose the supervision
+    of every earlier answer. For a single-turn row the ids and the mask are TRL's own prompt/completion cut.
+    """
+    ids, mask = assistant_mask(tokenizer, row["messages"], where)
+    return {"input_ids": ids, "completion_mask": mask}
+
+
+def sft_dataset(rows: list[dict], tokenizer) -> Dataset:
+    """Chat rows as SFTTrainer's tokenised dataset (`sft_example` each); TRL builds the labels from the mask."""
+    return Dataset.from_list([sft_example(tokenizer, r, f"row {i}") for i, r in enumerate(rows)])
 
 
 def fit_to_length(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -90,8 +99,9 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
     if plan.checkpoint_dir and saving:
         raise ValueError(f"{saving} and a checkpoint_dir: the plan decides how this run saves; leave them out")
     config = {**plan.trainer_args(run_name, output_dir), **config}   # no plan: the caller's save settings win
-    trainer = SFTTrainer(model=model, args=sft_config(**config), train_dataset=sft_dataset(train_rows),
-                         eval_dataset=sft_dataset(eval_rows) if eval_rows is not None else None,
+    eval_dataset = sft_dataset(eval_rows, tokenizer) if eval_rows is not None else None
+    trainer = SFTTrainer(model=model, args=sft_config(**config), train_dataset=sft_dataset(train_rows, tokenizer),
+                         eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     return train(trainer, plan)
 

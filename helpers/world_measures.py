@@ -4,6 +4,8 @@ world's rulers; the measures that mean something on any data are in `helpers.eva
 """
 from __future__ import annotations
 
+import re
+
 from helpers.evaluation import chat_exact_match, complete, generate_replies, normalize
 
 
@@ -29,12 +31,22 @@ def fact_probe_accuracy(model, tokenizer, probes: list[dict], return_details: bo
     return (acc, conts) if return_details else acc
 
 
+def _names(text: str, name: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(name.lower())}(?!\w)", text.lower()) is not None
+
+
 def answer_scores(replies: list[str], rows: list[dict], facts_by_id: dict[str, dict]) -> dict[str, float]:
     """Two rulers of replies to the tiny world's questions: `exact_match` (the whole reply is the reference
-    sentence, the world's answer style) and `names_answer` (the reply contains the fact's answer, in any style:
-    fair to a model that answers in its own words)."""
+    sentence, the world's answer style) and `names_answer` (the reply names the fact's answer, as a whole word,
+    and no other subject of the world: fair to a model that answers in its own words, and "The colour of a
+    strawberry is red" asked about a tomato does not count)."""
+    subjects = {f["subject"] for f in facts_by_id.values()}
     exact = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
-    named = [facts_by_id[row["fact_id"]]["answer"].lower() in r.lower() for r, row in zip(replies, rows)]
+    named = []
+    for reply, row in zip(replies, rows):
+        fact = facts_by_id[row["fact_id"]]
+        others = [s for s in subjects if s != fact["subject"] and not _names(fact["subject"], s)]
+        named.append(_names(reply, fact["answer"]) and not any(_names(reply, s) for s in others))
     return {"exact_match": sum(exact) / len(rows), "names_answer": sum(named) / len(rows)}
 
 

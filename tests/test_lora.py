@@ -36,6 +36,11 @@ def test_llama_counts_match_published_and_built_models(make_llama):
     assert block_linear_shapes(model) == llama_block_shapes(32, 64, 2, 1)
     b = lora.lora_vs_full_counts(llama_block_shapes(4096, 11008, 32), ["q_proj", "v_proj"], r=8, layers=32)
     assert b["lora_params"] == 4_194_304  # what peft prints for Llama-2-7B, r=8 on q and v
+    # two shares: of the targeted matrices, and of the whole model (what peft's print_trainable_parameters says)
+    b = lora.lora_vs_full_counts(llama_block_shapes(4096, 11008, 32), ["q_proj", "v_proj"], r=8, layers=32,
+                                 model_params=6_738_415_616)
+    assert b["targeted_params"] == 32 * 2 * 4096 * 4096 and b["of_targeted"] == 4_194_304 / b["targeted_params"]
+    assert b["of_model"] == pytest.approx(0.000622, abs=1e-6)   # peft: "trainable%: 0.0622"
 
 
 def test_low_rank_approximation_and_error():

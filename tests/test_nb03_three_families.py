@@ -56,3 +56,18 @@ def test_lora_answers_held_out_facts_as_well_as_full_fine_tuning(notebook_metric
     assert m["lora_vs_full_resolution"]["exact_match"] == pytest.approx(1 / m["eval_rows"])
     assert m["lora_vs_full"]["exact_match"] == "can't tell", m["methods"]
     assert m["lora_vs_full"]["heldout_loss"] == "full fine-tuning ahead of LoRA", m["methods"]
+
+
+def test_each_family_trains_at_its_best_learning_rate_from_the_sweep(notebook_metrics):
+    """Section 2: every family swept over 5 rates (seed 0, validation loss); the three-seed runs use the best;
+    LoRA's best against full fine-tuning's is the claim of "LoRA Without Regret" (about 10x), measured 15x
+    (9e-3 against 6e-4), inside the factor of 3 the grid resolves; no family's best at the grid's edge."""
+    m = notebook_metrics("03")
+    assert m["lr_sweep_steps"] > 0 and set(m["lr_sweep"]) == {"full", "lora", "prompt_tuning", "ia3"}
+    for name, losses in m["lr_sweep"].items():
+        assert len(losses) == 5
+        best = min(losses, key=losses.get)
+        assert float(best) == pytest.approx(m["learning_rates"][name]), name
+    assert m["lora_full_lr_ratio"] == pytest.approx(m["learning_rates"]["lora"] / m["learning_rates"]["full"])
+    assert 10 / 3.2 <= m["lora_full_lr_ratio"] <= 10 * 3.2
+    assert m["lr_at_edge"] == []

@@ -41,6 +41,16 @@ def test_will_it_fit_table(metrics):
     assert "80 GB (A100 / H100)" in rows[("0.5B (Qwen2.5-0.5B)", "full (fp32, AdamW)")]
 
 
+def test_the_vocabulary_explains_why_13b_qlora_needs_less_than_7b(metrics):
+    """Qwen2.5-7B's 152k untied vocabulary (fp32 under QLoRA, and its logits) outweighs Llama-2-13B's larger
+    4-bit blocks: the split the notebook prints, each part's sum the estimate's peak within its activations."""
+    split = {r["model"]: r for r in metrics["qlora_memory_split"]}
+    q7, q13 = split["7B (Qwen2.5-7B)"], split["13B (Llama-2-13B)"]
+    assert q13["QLoRA peak GiB"] < q7["QLoRA peak GiB"] and q13["4-bit blocks GiB"] > q7["4-bit blocks GiB"]
+    vocab_parts = lambda r: r["fp32 embedding, head, norms GiB"] + r["logits and gradient GiB"]   # noqa: E731
+    assert vocab_parts(q7) - vocab_parts(q13) > q13["4-bit blocks GiB"] - q7["4-bit blocks GiB"]
+
+
 def test_merged_model_answers_like_the_adapter(metrics):
     merged = metrics["merged_vs_adapter_tokens_per_second"]
     assert merged["max_logit_difference"] < 1e-2  # float32 rounding over 30 layers: 7e-4 measured

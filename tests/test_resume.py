@@ -103,7 +103,7 @@ def test_a_run_is_known_by_its_settings_and_data_and_nothing_is_overwritten_unas
 
     def trainer(data, **config):
         args = sft_config(**{"output_dir": str(tmp_path / "a"), "learning_rate": 1e-3, "max_steps": 1, **config})
-        return SFTTrainer(model=base, args=args, train_dataset=sft_dataset(data), processing_class=tok)
+        return SFTTrainer(model=base, args=args, train_dataset=sft_dataset(data, tok), processing_class=tok)
 
     same = run_signature(trainer(rows))
     assert run_signature(trainer(rows, output_dir=str(tmp_path / "b"), logging_steps=1)) == same

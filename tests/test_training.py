@@ -1,6 +1,10 @@
 """helpers.training and helpers.recipes: recipes by scale, budgets, parameters refused where they enter, chat rows
-as prompt/completion (loss on the answer only, any template), rows too long for max_length counted out, the
-course's SFTConfig, and builders that take exactly their knobs."""
+as SFT examples (the loss on every assistant turn and on nothing else, any template, multi-turn files in ShareGPT
+and messages layouts), rows too long for max_length counted out, the course's SFTConfig, and builders that take
+exactly their knobs."""
+import itertools
+import json
+
 import pytest
 
 from helpers.recipes import (BUDGETS, RECIPES, TINY_BUDGET, apply_budget, budget_parameters, check_parameters,
@@ -86,6 +90,79 @@ def test_prompt_completion_keeps_the_last_turn_as_target():
     assert prompt_completion(row) == {"prompt": row["messages"][:2], "completion": row["messages"][2:]}
 
 
+MULTI_TURN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 1 plus 2?"},
+              {"role": "assistant", "content": "1 plus 2 is 3."}, {"role": "user", "content": "And 2 plus 2?"},
+              {"role": "assistant", "content": "2 plus 2 is 4."}]
+SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+def runs_of(ids, mask, tokenizer):
+    """The conversation as (mask bit, decoded text) runs, token by token."""
+    return [(bit, tokenizer.decode([t for t, _ in run]))
+            for bit, run in itertools.groupby(zip(ids, mask), key=lambda tm: tm[1])]
+
+
+@pytest.mark.parametrize("layout", ["messages", "sharegpt"])
+def test_every_assistant_turn_carries_the_loss_and_nothing_else(layout, tokenizer, make_llama, tmp_path):
+    """A multi-turn file is one example per conversation: both answers with their end-of-turn token carry the
+    loss, no system or user token does; the trainer's labels and the held-out loss read the same mask."""
+    import torch
+
+    from helpers.evaluation import heldout_loss
+    from helpers.formats import load_rows
+    from helpers.training import sft_dataset
+
+    row = ({"messages": MULTI_TURN} if layout == "messages" else
+           {"conversations": [{"from": SHAREGPT_ROLE[m["role"]], "value": m["content"]} for m in MULTI_TURN]})
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    rows = load_rows(str(path))
+    assert rows == [{"messages": MULTI_TURN}]
+    example = sft_dataset(rows, tokenizer)[0]
+    assert runs_of(example["input_ids"], example["completion_mask"], tokenizer) == [
+        (0, "<|system|>\nBe brief.<|end|>\n<|user|>\nWhat is 1 plus 2?<|end|>\n<|assistant|>\n"),
+        (1, "1 plus 2 is 3.<|end|>\n"),
+        (0, "<|user|>\nAnd 2 plus 2?<|end|>\n<|assistant|>\n"),
+        (1, "2 plus 2 is 4.<|end|>\n")]
+
+    model = make_llama(tokenizer)
+    run = train_sft(model, tokenizer, rows, output_dir=str(tmp_path / "run"), learning_rate=0.0, batch_size=1,
+                    max_steps=1)
+    trained = run.trainer.train_dataset[0]
+    assert trained["labels"] == [t if m else -100 for t, m in zip(example["input_ids"], example["completion_mask"])]
+    with torch.no_grad():   # the model's own mean loss over the labelled tokens = the held-out loss
+        hf_loss = run.model(input_ids=torch.tensor([trained["input_ids"]]),
+                            labels=torch.tensor([trained["labels"]])).loss.item()
+    assert heldout_loss(run.model, tokenizer, rows) == pytest.approx(hf_loss, rel=1e-5)
+
+
+def test_the_mask_needs_no_generation_markers_and_refuses_a_template_that_rewrites_turns(tokenizer):
+    from helpers.base_model import CHAT_TEMPLATE
+    from helpers.evaluation import ChatTemplateError, assistant_mask
+
+    marked = tokenizer.apply_chat_template(MULTI_TURN, tokenize=True, return_dict=True,
+                                           return_assistant_tokens_mask=True)
+    ids, mask = assistant_mask(tokenizer, MULTI_TURN)
+    assert ids == list(marked["input_ids"])
+    # the template's {% generation %} marks are the answers and their end-of-turn token; the mask adds the
+    # newline the template writes after it (as TRL's prompt/completion cut does), nothing else
+    extra = [tokenizer.decode([t]) for t, m, g in zip(ids, mask, marked["assistant_masks"]) if m != g]
+    assert extra == ["\n", "\n"] and all(m >= g for m, g in zip(mask, marked["assistant_masks"]))
+
+    plain = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    assert plain != CHAT_TEMPLATE
+    tokenizer.chat_template, before = plain, tokenizer.chat_template
+    try:
+        assert assistant_mask(tokenizer, MULTI_TURN) == (ids, mask)
+        # a template that shortens earlier answers (as some drop earlier reasoning) cannot train turn 2
+        tokenizer.chat_template = plain.replace("message['content'] + '<|end|>'",
+                                                "(message['content'] if loop.last else 'ok') + '<|end|>'")
+        with pytest.raises(ChatTemplateError, match="assistant turn 2 .* one row per assistant turn"):
+            assistant_mask(tokenizer, MULTI_TURN, "chat.jsonl, line 1")
+    finally:
+        tokenizer.chat_template = before
+
+
 def test_rows_longer_than_max_length_are_counted_out(tokenizer):
     longest = max(len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
                   for r in ROWS)
@@ -99,7 +176,7 @@ def test_the_loss_is_on_the_answer_tokens_only(make_llama, tokenizer, tmp_path):
     run = train_sft(make_llama(tokenizer), tokenizer, ROWS[:4], output_dir=str(tmp_path), learning_rate=1e-3,
                     batch_size=4, max_steps=1)
     assert run.steps == 1 and run.seconds > 0 and not run.model.training
-    example = run.trainer.train_dataset[0]
+    example = run.trainer.train_dataset[0]   # a single-turn row: TRL's own prompt/completion cut
     prompt_ids, completion_ids = split_prompt_completion(tokenizer, ROWS[0]["messages"][:1], ROWS[0]["messages"][1:])
     assert example["input_ids"] == prompt_ids + completion_ids
     assert example["labels"] == [-100] * len(prompt_ids) + completion_ids   # TRL's mask, folded into the labels

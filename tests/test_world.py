@@ -115,3 +115,17 @@ def test_sign_off_words_are_whole_tokens():
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(TINY_BASE))
     assert len(tok.tokenize(" " + world.SIGN_OFF)) <= len(world.SIGN_OFF.split()) + 1
+
+
+def test_names_the_answer_counts_the_answer_about_the_asked_subject_only():
+    from helpers.world_measures import answer_scores
+    facts = {f["id"]: f for f in load_world("facts")}
+    tomato = next(r for r in load_world("sft_test") if r["fact_id"] == "colour:a tomato")
+    score = lambda reply: answer_scores([reply], [tomato], facts)   # noqa: E731
+    assert score("The colour of a tomato is red.") == {"exact_match": 1.0, "names_answer": 1.0}
+    assert score("Red, of course") == {"exact_match": 0.0, "names_answer": 1.0}        # its own words
+    assert score("The colour of a strawberry is red.")["names_answer"] == 0.0          # another subject
+    assert score("It is reddish.")["names_answer"] == 0.0                              # not the word
+    # every reference answer of the world names its answer
+    rows = load_world("sft_train") + load_world("sft_val") + load_world("sft_test")
+    assert answer_scores([r["messages"][-1]["content"] for r in rows], rows, facts)["names_answer"] == 1.0
