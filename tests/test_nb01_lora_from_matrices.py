@@ -3,6 +3,8 @@ rank r >= k recovers a rank-k target, and the intrinsic rank of a full fine-tune
 on the tiny model and on the real one."""
 import pytest
 
+from helpers import claims
+
 MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
@@ -70,3 +72,8 @@ def test_exercise_2_a_true_rank_the_sweep_does_not_contain_runs(tmp_path):
     (nb,) = notebooks(["01"])
     m, _ = run_notebook(nb, tmp_path, {"toy_k": 8, "max_steps": 3, "timing_repeats": 3, "toy_steps": 100})
     assert m["toy_true_rank"] == 8 and set(m["toy_rank_recovery"]) == {"1", "2", "3", "4", "6", "8"}
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/01.json)."""
+    assert claims.disagreements("01", notebook_metrics("01")) == []

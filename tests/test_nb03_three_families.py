@@ -2,6 +2,7 @@
 and the real one."""
 import pytest
 
+from helpers import claims
 from helpers.verdict import verdict
 
 METHODS = ("full", "lora", "prompt_tuning", "ia3")
@@ -71,3 +72,8 @@ def test_each_family_trains_at_its_best_learning_rate_from_the_sweep(notebook_me
     assert m["lora_full_lr_ratio"] == pytest.approx(m["learning_rates"]["lora"] / m["learning_rates"]["full"])
     assert 10 / 3.2 <= m["lora_full_lr_ratio"] <= 10 * 3.2
     assert m["lr_at_edge"] == []
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/03.json)."""
+    assert claims.disagreements("03", notebook_metrics("03")) == []

@@ -2,6 +2,7 @@
 QLoRA against LoRA over seeds; on the tiny model and on the real one."""
 import pytest
 
+from helpers import claims
 from helpers.quant import bits_per_param_formula
 from helpers.verdict import verdict
 
@@ -81,3 +82,8 @@ def test_nf4_is_closest_to_fp32_on_the_pretraining_text(notebook_metrics):
     fp32 1.2378, NF4 1.2425, int4 1.2463, FP4 1.2485; every 4-bit type above fp32."""
     ppl = {k: v["corpus_perplexity"] for k, v in notebook_metrics("04")["quality_by_type"].items()}
     assert ppl["fp32"] < ppl["nf4"] < min(ppl["int4"], ppl["fp4"])
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/04.json)."""
+    assert claims.disagreements("04", notebook_metrics("04")) == []

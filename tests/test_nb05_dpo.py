@@ -4,6 +4,8 @@ import math
 
 import pytest
 
+from helpers import claims
+
 
 @pytest.fixture(params=["tiny", "real"])
 def metrics(request, notebook_metrics, real_notebook_metrics):
@@ -90,3 +92,8 @@ def test_plain_dpo_has_healthy_curves_and_broken_replies_on_the_tiny_world(noteb
     assert dpo["stop_rate"] < imitation["stop_rate"] - 0.25
     assert dpo["preferred_rate"] < imitation["preferred_rate"] - 0.5
     assert nll["stop_rate"] >= 0.9 and nll["chosen_logp_change"] > dpo["chosen_logp_change"]
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/05.json)."""
+    assert claims.disagreements("05", notebook_metrics("05")) == []

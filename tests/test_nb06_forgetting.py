@@ -3,6 +3,8 @@ learning over seeds, forgetting that follows how far the weights moved, replay t
 showed, the L2 pull; the tiny model and the real one."""
 import pytest
 
+from helpers import claims
+
 VERDICTS = ("LoRA ahead of full", "full ahead of LoRA", "can't tell")
 
 
@@ -83,3 +85,8 @@ def test_alignment_tax_and_forgetting_over_steps(notebook_metrics):
     assert sft["chat_exact_match_after"] > sft["chat_exact_match_before"]
     for stage in m["alignment_tax"].values():
         assert stage["fact_drop"] <= 0.05
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/06.json)."""
+    assert claims.disagreements("06", notebook_metrics("06")) == []

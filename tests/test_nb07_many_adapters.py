@@ -1,6 +1,8 @@
 """Notebook 07: many adapters on one base model: swap, route, combine (what fails and what works), merge."""
 import pytest
 
+from helpers import claims
+
 TASKS = ("facts", "skill", "persona")
 
 
@@ -48,3 +50,8 @@ def test_the_child_trained_on_its_merged_parent_composes(notebook_metrics):
     assert m["working_composition"]["persona"] >= 0.8
     assert m["working_composition"]["persona"] > m["independent_composition"]["persona"] + 0.5
     assert m["tree_verdict"] == "the tree ahead of the independent stack"
+
+
+def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
+    """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/07.json)."""
+    assert claims.disagreements("07", notebook_metrics("07")) == []

@@ -1,0 +1,396 @@
+"""The claims ledger: every claim the course tests, where it comes from, what measures it, and its verdict.
+
+A claim is judged from a notebook's metrics (the JSON every notebook writes) by the course's rule for
+comparisons (`helpers.verdict`): **supported**, **contradicted**, **can't tell** (the seeds or the resolution
+cannot separate the arms), or **not run** (the notebook does not measure it yet, or this budget skipped it),
+each with what was measured and the numbers. `helpers.course.run_notebook` adds them to every run's metrics
+as `claims`; `CLAIMS.md` is rendered from the committed tiny run (`results/tiny/`) and the recorded
+real-model benchmark (`results/benchmark/`):
+
+    python -m helpers.claims                  # re-render CLAIMS.md from results/
+    python -m helpers.claims --from-outputs   # first copy outputs/*/metrics.json (a fresh tiny run)
+
+Timing claims (a merged model's latency) depend on the machine: their verdicts are listed, not compared
+between runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from helpers.paths import ROOT
+from helpers.verdict import CANT_TELL, rate_resolution, verdict
+
+SUPPORTED, CONTRADICTED, NOT_RUN = "supported", "contradicted", "not run"
+RESULTS = ROOT / "results"
+LEDGER = ROOT / "CLAIMS.md"
+MODELS = {"tiny": "tiny world (tiny-base, 3.3M)", "benchmark": "real model (SmolLM2-135M-Instruct)"}
+NOT_RECORDED = {"benchmark": "no real-model benchmark run is recorded yet (`results/benchmark/` is empty); the "
+                             "issue \"The real model's lessons\" records it"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    notebook: str
+    text: str
+    source: str
+    judge: Callable[[dict], dict] | None = None   # metrics -> {"verdict", "measured", "values"}
+    why_not: str = ""                              # when judge is None: why the course does not measure it
+    timing: bool = False
+
+
+def judged(v: str, measured: str, values: str) -> dict:
+    return {"verdict": v, "measured": measured, "values": values}
+
+
+def from_comparison(result: str, favourable: str) -> str:
+    """A verdict string of helpers.verdict ("A ahead of B" / "can't tell") as a claim's verdict: the claim
+    holds when `favourable` is the result."""
+    if result == CANT_TELL:
+        return CANT_TELL
+    return SUPPORTED if result == favourable else CONTRADICTED
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}"
+
+
+# ------------------------------------------------------------------------------------------- the judges
+def low_intrinsic_rank(m):
+    er, rand = m["effective_rank_90"], m["random_effective_rank_90"]
+    share = [er[k] / rand[k] for k in er]
+    v = SUPPORTED if max(share) < 0.5 else CONTRADICTED if min(share) > 0.9 else CANT_TELL
+    return judged(v, f"effective rank of a full fine-tune's ΔW (90% energy, {m['full_ft']['steps']} steps) "
+                     "against a random matrix of the same shape",
+                  f"{min(er.values()):.1f}-{max(er.values()):.1f} against {min(rand.values()):.0f}-"
+                  f"{max(rand.values()):.0f} ({min(share):.0%}-{max(share):.0%})")
+
+
+def rslora_keeps_ranks_learning(m):
+    loss = m["loss_vs_rank"]
+    top = max(loss["alpha_over_r"], key=int)
+    a, b = loss["alpha_over_sqrt_r"][top], loss["alpha_over_r"][top]
+    result = verdict([a], [b], names=("α/√r", "α/r"), higher_is_better=False)
+    return judged(from_comparison(result, "α/√r ahead of α/r"),
+                  f"toy loss after 30 steps at r = {top}, same α and learning rate", f"{_f(a)} (α/√r) vs {_f(b)} (α/r)")
+
+
+def merged_adds_no_latency(m):
+    ratio = m["merged_forward_time_ratio"]
+    v = SUPPORTED if ratio <= 1.10 else CONTRADICTED
+    return judged(v, "forward time of the merged model relative to the base model (median of timed runs)",
+                  f"{ratio:.2f}x (unmerged adapter {m['unmerged_forward_time_ratio']:.2f}x)")
+
+
+def checkpoints_smaller(m):
+    share = m["adapter_bytes"] / m["base_model_bytes"]
+    return judged(SUPPORTED if share < 0.1 else CONTRADICTED, "adapter file against the base model's weights",
+                  f"{share:.1%} of the base model")
+
+
+def q_and_v_best(m):
+    sweep, ver = m["sweeps"]["target"], m["sweep_verdicts"]["target"]
+    v = SUPPORTED if ver["best"] == "q+v" else CANT_TELL if "q+v" in ver["ties"] else CONTRADICTED
+    return judged(v, f"held-out {m['sweep_score'].replace('_', ' ')} by target modules at rank "
+                     f"{m['recipe']['lora_r']}, 3 seeds",
+                  f"q+v {_f(sweep['q+v']['mean'])}, best {ver['best']} {_f(sweep[ver['best']]['mean'])}; "
+                  f"ties: {', '.join(ver['ties'])}")
+
+
+def small_rank_enough(m):
+    sweep, ver = m["sweeps"]["rank"], m["sweep_verdicts"]["rank"]
+    small = [r for r in ("r=4", "r=8") if r in sweep]
+    v = SUPPORTED if any(r in ver["ties"] for r in small) else CONTRADICTED
+    return judged(v, f"held-out {m['sweep_score'].replace('_', ' ')} by rank (all linear layers), 3 seeds",
+                  ", ".join(f"{k} {_f(s['mean'])}" for k, s in sweep.items()) + f"; best {ver['best']}, "
+                  f"ties: {', '.join(ver['ties'])}")
+
+
+def epochs_until_overfitting(m):
+    o = m["overfit"]
+    v = SUPPORTED if o["first_eval_loss"] > o["best_eval_loss"] < o["final_eval_loss"] else CONTRADICTED
+    return judged(v, "validation loss of a long run on 24 rows", f"first {_f(o['first_eval_loss'])}, lowest "
+                  f"{_f(o['best_eval_loss'])} at step {o['best_step']}, last {_f(o['final_eval_loss'])}")
+
+
+def lora_lr_ten_times_full(m):
+    ratio = m["lora_full_lr_ratio"]
+    v = SUPPORTED if 10 / 3.2 <= ratio <= 10 * 3.2 else CONTRADICTED
+    lr = m["learning_rates"]
+    return judged(v, f"best learning rate by validation loss, {m['lr_sweep_steps']} steps, grid steps of 3x",
+                  f"LoRA {lr['lora']:.2g} / full {lr['full']:.2g} = {ratio:.3g}x")
+
+
+def qlora_loses_nothing(m):
+    results = [m["qlora_vs_lora_verdict"], m.get("qlora_vs_lora_loss_verdict", CANT_TELL)]
+    v = CONTRADICTED if any(r == "LoRA ahead of QLoRA" for r in results) else SUPPORTED
+    s, loss = m["qlora_vs_lora"], m["heldout_loss_after"]
+    return judged(v, f"held-out {m['qlora_vs_lora_score'].replace('_', ' ')} and loss, {len(m['seeds'])} seeds "
+                     "(supported: no seed-proof loss)",
+                  f"{_f(s['QLoRA']['mean'])} vs {_f(s['LoRA']['mean'])} ({results[0]}); loss "
+                  f"{_f(loss['QLoRA'])} vs {_f(loss['LoRA'])} ({results[1]})")
+
+
+def nf4_suits_normal(m):
+    err = m["quant_error"]["gaussian"]
+    ppl = {k: v["corpus_perplexity"] for k, v in m["quality_by_type"].items() if "corpus_perplexity" in v}
+    on_data = min(err, key=lambda k: err[k]["mse"]) == "nf4"
+    on_model = not ppl or min((k for k in ppl if k != "fp32"), key=ppl.get) == "nf4"
+    v = SUPPORTED if on_data and on_model else CONTRADICTED if not on_data and not on_model else CANT_TELL
+    return judged(v, "round-trip error on Gaussian data; the model's pretraining-text perplexity per data type",
+                  "MSE " + ", ".join(f"{k} {err[k]['mse']:.2e}" for k in err)
+                  + ("; perplexity " + ", ".join(f"{k} {x:.4f}" for k, x in ppl.items()) if ppl else ""))
+
+
+def double_quant_saves(m):
+    saved = m["bits_per_param_no_dq"] - m["bits_per_param_dq"]
+    return judged(SUPPORTED if abs(saved - 0.373) < 0.01 else CONTRADICTED, "bits per weight from the stored "
+                  "bytes, with and without double quantization", f"{saved:.3f} bits saved")
+
+
+def dpo_beyond_sft(m):
+    arms, n = m["arms"], m["eval_rows"]
+    dpo = max((a for a in ("dpo", "dpo_nll") if a in arms and "preferred_rate" in arms[a]),
+              key=lambda a: arms[a]["preferred_rate"], default=None)
+    if dpo is None:
+        return judged(NOT_RUN, "this budget has no rule for the preferred behaviour", "")
+    a, b = arms[dpo]["preferred_rate"], arms["sft_on_chosen"]["preferred_rate"]
+    result = verdict([a], [b], names=("DPO", "SFT"), resolution=rate_resolution(n))
+    return judged(from_comparison(result, "DPO ahead of SFT"), "preferred behaviour rate on held-out prompts: the "
+                  "better DPO arm against SFT on the chosen answers (one seed)",
+                  f"{dpo} {_f(a)} vs SFT on chosen {_f(b)} ({result})")
+
+
+def chosen_likelihood_falls(m):
+    d = m["displacement"]["dpo"]
+    margin = d["chosen"] - d["rejected"]
+    v = SUPPORTED if d["chosen"] < 0 < margin else CONTRADICTED if margin > 0 else CANT_TELL
+    return judged(v, "plain DPO's change of log π(chosen) and of the margin from the reference, held out",
+                  f"log π(chosen) {d['chosen']:+.2f} nats, margin {margin:+.2f}")
+
+
+def _forgetting(m):
+    b = m["biderman"]
+    lora = m["lora_run"]
+    return b, (f"skill {_f(b['full']['skill']['mean'])} (full) vs {_f(b[lora]['skill']['mean'])} ({lora}); fact "
+               f"drop {_f(b['full']['fact_drop']['mean'])} vs {_f(b[lora]['fact_drop']['mean'])}, "
+               f"{len(b['seeds'])} seeds")
+
+
+def lora_reduces_forgetting(m):
+    b, values = _forgetting(m)
+    v = {"less": SUPPORTED, "more": CONTRADICTED}.get(b["lora_forgets"], CANT_TELL)
+    return judged(v, "fact-probe drop after learning a new skill, full fine-tuning against LoRA", values)
+
+
+def learns_less_forgets_less(m):
+    b, values = _forgetting(m)
+    parts = (b["lora_learns"], b["lora_forgets"])
+    v = SUPPORTED if parts == ("less", "less") else CONTRADICTED if "more" in parts else CANT_TELL
+    return judged(v, "skill learned and facts forgotten, full fine-tuning against LoRA "
+                     f"(LoRA learns {parts[0]}, forgets {parts[1]})", values)
+
+
+def _remedy(m, name):
+    full = [r["fact_drop"] for r in m["runs"] if r["name"] == "full"]
+    arm = [r["fact_drop"] for r in m["runs"] if r["name"] == name]
+    if not arm:
+        return None
+    result = verdict(arm, full, names=(name, "full"), higher_is_better=False, resolution=rate_resolution(m["probes"]))
+    skill = [r["skill_accuracy"] for r in m["runs"] if r["name"] == name]
+    return result, (f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs full {_f(sum(full) / len(full))} "
+                    f"({len(full)} seeds); skill {_f(sum(skill) / len(skill))}")
+
+
+def replay_reduces_forgetting(m):
+    got = _remedy(m, "full_replay_0.25")
+    if got is None:
+        return judged(NOT_RUN, "this budget ran no replay", "")
+    return judged(from_comparison(got[0], "full_replay_0.25 ahead of full"),
+                  "fact-probe drop of full fine-tuning with a quarter of general rows replayed", got[1])
+
+
+def regularisation_reduces_forgetting(m):
+    got = _remedy(m, "full_l2")
+    if got is None:
+        return judged(NOT_RUN, "this budget ran no L2 pull", "")
+    return judged(from_comparison(got[0], "full_l2 ahead of full"),
+                  "fact-probe drop of full fine-tuning with an L2 pull to the start weights", got[1])
+
+
+def modules_additive(m):
+    acc = m["per_task_accuracy"]
+    combined = next((k for k in acc if k.endswith("_cat")), None)
+    if combined is None:
+        return judged(NOT_RUN, "this budget combined no adapters", "")
+    tasks = combined.split("_")[:-1]
+    alone = {t: acc[t][t] for t in tasks}
+    together = {t: acc[combined][t] for t in tasks}
+    kept = all(together[t] >= alone[t] - 0.1 for t in tasks)
+    lost = all(together[t] < 0.5 * alone[t] for t in tasks)
+    v = SUPPORTED if kept else CONTRADICTED if lost else CANT_TELL
+    return judged(v, f"each task's exact match, its adapter alone against the adapters combined ({combined})",
+                  "; ".join(f"{t} {_f(alone[t])} alone, {_f(together[t])} combined" for t in tasks))
+
+
+CLAIMS = [
+    Claim("low_intrinsic_rank", "01", "ΔW has a low intrinsic rank", "fine-tuning articles; Hu et al. 2021 (LoRA)",
+          low_intrinsic_rank),
+    Claim("rslora", "01", "rsLoRA's α/√r keeps larger ranks learning", "Kalajdzievski 2023 (rsLoRA)",
+          rslora_keeps_ranks_learning),
+    Claim("merged_no_latency", "01", "merged LoRA adds no inference latency", "fine-tuning articles; Hu et al. 2021",
+          merged_adds_no_latency, timing=True),
+    Claim("checkpoints_smaller", "02", "LoRA checkpoints are smaller", "fine-tuning articles; Hu et al. 2021",
+          checkpoints_smaller),
+    Claim("q_v_best", "02", "q and v are the best targets", "fine-tuning articles; Hu et al. 2021, Table 5",
+          q_and_v_best),
+    Claim("small_rank", "02", "r = 4-8 is enough", "fine-tuning articles; Hu et al. 2021, Table 6", small_rank_enough),
+    Claim("epochs_overfit", "02", "more epochs help until overfitting", "fine-tuning articles",
+          epochs_until_overfitting),
+    Claim("all_linear_matched", "02", "LoRA on all linear layers beats attention-only at matched parameters",
+          "Schulman et al. 2025 (LoRA Without Regret)",
+          why_not="02's target ablation keeps the rank, not the parameter count"),
+    Claim("importance_rank", "02", "more important matrices deserve a larger rank", "fine-tuning articles (AdaLoRA)",
+          why_not="no AdaLoRA run yet"),
+    Claim("full_rank_limit", "02", "LoRA at full rank approaches full fine-tuning", "fine-tuning articles",
+          why_not="the rank sweep stops at r = 64 of 256, at one learning rate"),
+    Claim("lora_lr_10x", "03", "the best LoRA learning rate is about 10x full fine-tuning's",
+          "Schulman et al. 2025 (LoRA Without Regret)", lora_lr_ten_times_full),
+    Claim("qlora_no_loss", "04", "QLoRA loses nothing against 16-bit LoRA", "fine-tuning articles; Dettmers et al. 2023",
+          qlora_loses_nothing),
+    Claim("nf4_normal", "04", "NF4 suits normally distributed weights", "fine-tuning articles; Dettmers et al. 2023",
+          nf4_suits_normal),
+    Claim("double_quant", "04", "double quantization saves about 0.37 bits per parameter",
+          "fine-tuning articles; Dettmers et al. 2023", double_quant_saves),
+    Claim("dpo_beyond_sft", "05", "preference alignment (DPO) changes behaviour beyond SFT", "fine-tuning articles",
+          dpo_beyond_sft),
+    Claim("likelihood_displacement", "05", "DPO lowers the chosen answers' likelihood while raising the margin",
+          "Razin et al. 2024", chosen_likelihood_falls),
+    Claim("lora_less_forgetting", "06", "LoRA and adapters reduce forgetting", "fine-tuning articles",
+          lora_reduces_forgetting),
+    Claim("learns_less_forgets_less", "06", "LoRA learns less and forgets less", "Biderman et al. 2024",
+          learns_less_forgets_less),
+    Claim("replay", "06", "mixing general data reduces forgetting", "fine-tuning articles", replay_reduces_forgetting),
+    Claim("regularisation", "06", "regularisation reduces forgetting", "fine-tuning articles",
+          regularisation_reduces_forgetting),
+    Claim("additive", "07", "LoRA modules are additive", "fine-tuning articles", modules_additive),
+    Claim("dr_grpo_length", "09", "GRPO's length normalisation lengthens wrong answers", "Liu et al. 2025 (Dr. GRPO)",
+          why_not="no loss_type=\"dr_grpo\" arm yet"),
+    Claim("random_reward", "09", "a random reward gives no real gain on a model not trained on the task",
+          "Shao et al. 2025 (spurious rewards)", why_not="no placebo-reward arm yet"),
+]
+
+
+def notebook_claims(prefix: str, metrics: dict) -> list[dict]:
+    """The claims notebook `prefix` measures, judged from its metrics. A claim whose numbers this run does
+    not have (a budget that skipped that part) is "not run"."""
+    out = []
+    for c in CLAIMS:
+        if c.notebook != prefix:
+            continue
+        if c.judge is None:
+            result = judged(NOT_RUN, c.why_not, "")
+        else:
+            try:
+                result = c.judge(metrics)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+                result = judged(NOT_RUN, f"this run has no {err} to judge it by", "")
+        out.append({"key": c.key, "text": c.text, "source": c.source, "timing": c.timing, **result})
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the ledger
+def load_results(results: Path = RESULTS) -> dict[str, dict[str, list[dict]]]:
+    """{run ("tiny", "benchmark"): {notebook prefix: its claims}} from results/<run>/<prefix>.json."""
+    runs = {}
+    for run in MODELS:
+        runs[run] = {}
+        for path in sorted((results / run).glob("*.json")):
+            runs[run][path.stem] = json.loads(path.read_text()).get("claims", [])
+    return runs
+
+
+def render(results: Path = RESULTS) -> str:
+    runs = load_results(results)
+    lines = ["# Claims ledger", "",
+             "Every claim the course teaches, from the fine-tuning articles and from papers, with its verdict on "
+             "the tiny world and on the real model. Rendered by `python -m helpers.claims` from the metrics "
+             "of the committed runs in `results/` (never typed): **supported**, **contradicted**, **can't tell** "
+             "(the course's rule, `helpers.verdict`: every seed of one arm beats every seed of the other by "
+             "more than the measure's resolution, or it can't tell), or **not run** with why. A test renders "
+             "it again from those files, and each notebook's tests check that the verdicts of the run CI makes "
+             "agree with the committed ones.", ""]
+    counts = {run: {} for run in MODELS}
+    sections, absent = {}, {run: not any(runs[run].values()) for run in MODELS}
+    for c in CLAIMS:
+        cells = []
+        for run in MODELS:
+            got = {x["key"]: x for x in runs[run].get(c.notebook, [])}.get(c.key)
+            if got is None:
+                got = judged(NOT_RUN, "" if absent[run] else "this notebook's metrics are not in results/", "")
+            counts[run][got["verdict"]] = counts[run].get(got["verdict"], 0) + 1
+            detail = f"{got['measured']}: {got['values']}" if got["values"] else got["measured"]
+            cells.append(f"**{got['verdict']}**: {detail}" if got["verdict"] != NOT_RUN else
+                         f"not run{': ' + detail if detail else ' (see above)'}")
+        sections.setdefault(c.notebook, []).append(f"| {c.text} | {c.source} | " + " | ".join(cells) + " |")
+    order = (SUPPORTED, CONTRADICTED, CANT_TELL, NOT_RUN)
+    lines += ["| claims | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    lines += [f"| {MODELS[run]} | " + " | ".join(str(counts[run].get(v, 0)) for v in order) + " |" for run in MODELS]
+    lines += [""] + [f"Not run on the {MODELS[run]}: {NOT_RECORDED[run]}." for run in MODELS if absent[run]]
+    for prefix, rows in sections.items():
+        notebook = next(ROOT.glob(f"notebooks/{prefix}_*.ipynb")).name
+        lines += ["", f"## Notebook {prefix}", "", f"[{notebook}](notebooks/{notebook})", "",
+                  "| claim | source | " + " | ".join(MODELS.values()) + " |", "|---|---|" + "---|" * len(MODELS)]
+        lines += rows
+    lines += ["", "Timing claims (a merged model's latency) are measured on the machine of the run; their verdict "
+                  "is not compared between runs.", ""]
+    return "\n".join(lines)
+
+
+def disagreements(prefix: str, metrics: dict, run: str = "tiny", results: Path = RESULTS) -> list[str]:
+    """The claims whose verdict on this run's metrics differs from the committed run's (timing claims aside)."""
+    committed = {c["key"]: c["verdict"] for c in json.loads((results / run / f"{prefix}.json").read_text())["claims"]
+                 if not c["timing"]}
+    now = {c["key"]: c["verdict"] for c in notebook_claims(prefix, metrics) if not c["timing"]}
+    return [f"{k}: committed {committed.get(k)!r}, this run {now.get(k)!r}" for k in sorted(committed | now)
+            if committed.get(k) != now.get(k)]
+
+
+def with_claims(prefix: str, metrics_path: Path) -> dict:
+    """Add the notebook's judged claims to the metrics JSON it wrote, in place; return the metrics."""
+    metrics = json.loads(Path(metrics_path).read_text())
+    metrics["claims"] = notebook_claims(prefix, metrics)
+    Path(metrics_path).write_text(json.dumps(metrics, indent=1, sort_keys=True, default=str))
+    return metrics
+
+
+def copy_outputs(run: str = "tiny", outputs: Path = ROOT / "outputs", results: Path = RESULTS) -> list[Path]:
+    """Each notebook's metrics of the default run (outputs/<notebook>/metrics.json), its claims judged, to
+    results/<run>/<prefix>.json."""
+    (results / run).mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in sorted(outputs.glob("[0-9][0-9]_*/metrics.json")):
+        target = results / run / f"{path.parent.name[:2]}.json"
+        shutil.copyfile(path, target)
+        with_claims(path.parent.name[:2], target)
+        copied.append(target)
+    return copied
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Render CLAIMS.md from the committed runs' metrics.")
+    parser.add_argument("--from-outputs", choices=list(MODELS), help="first copy outputs/*/metrics.json there")
+    args = parser.parse_args(argv)
+    if args.from_outputs:
+        print(f"copied {len(copy_outputs(args.from_outputs))} metrics files to results/{args.from_outputs}/")
+    LEDGER.write_text(render())
+    print(f"wrote {LEDGER.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
