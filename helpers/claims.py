@@ -28,7 +28,8 @@ from helpers.verdict import CANT_TELL, rate_resolution, verdict
 SUPPORTED, CONTRADICTED, NOT_RUN = "supported", "contradicted", "not run"
 RESULTS = ROOT / "results"
 LEDGER = ROOT / "CLAIMS.md"
-MODELS = {"tiny": "tiny world (tiny-base, 3.3M)", "benchmark": "real model (SmolLM2-135M-Instruct)"}
+MODELS = {"tiny": "tiny world (tiny-base, 3.3M; budget \"tiny\")",
+          "benchmark": "real model (SmolLM2-135M-Instruct; budget \"benchmark\")"}
 NOT_RECORDED = {"benchmark": "no real-model benchmark run is recorded yet (`results/benchmark/` is empty); the "
                              "issue \"The real model's lessons\" records it"}
 
@@ -286,9 +287,9 @@ CLAIMS = [
 ]
 
 
-def notebook_claims(prefix: str, metrics: dict) -> list[dict]:
-    """The claims notebook `prefix` measures, judged from its metrics. A claim whose numbers this run does
-    not have (a budget that skipped that part) is "not run"."""
+def notebook_claims(prefix: str, metrics: dict, budget: str = "tiny") -> list[dict]:
+    """The claims notebook `prefix` measures, judged from its metrics (a run at `budget`). A claim whose
+    numbers this run does not have (a budget that skipped that part) is "not run"."""
     out = []
     for c in CLAIMS:
         if c.notebook != prefix:
@@ -300,7 +301,8 @@ def notebook_claims(prefix: str, metrics: dict) -> list[dict]:
                 result = c.judge(metrics)
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
                 result = judged(NOT_RUN, f"this run has no {err} to judge it by", "")
-        out.append({"key": c.key, "text": c.text, "source": c.source, "timing": c.timing, **result})
+        out.append({"key": c.key, "text": c.text, "source": c.source, "timing": c.timing, "budget": budget,
+                    **result})
     return out
 
 
@@ -361,10 +363,11 @@ def disagreements(prefix: str, metrics: dict, run: str = "tiny", results: Path =
             if committed.get(k) != now.get(k)]
 
 
-def with_claims(prefix: str, metrics_path: Path) -> dict:
-    """Add the notebook's judged claims to the metrics JSON it wrote, in place; return the metrics."""
+def with_claims(prefix: str, metrics_path: Path, budget: str = "tiny") -> dict:
+    """Add the notebook's judged claims to the metrics JSON it wrote (a run at `budget`), in place; return
+    the metrics."""
     metrics = json.loads(Path(metrics_path).read_text())
-    metrics["claims"] = notebook_claims(prefix, metrics)
+    metrics["claims"] = notebook_claims(prefix, metrics, budget)
     Path(metrics_path).write_text(json.dumps(metrics, indent=1, sort_keys=True, default=str))
     return metrics
 
@@ -377,7 +380,7 @@ def copy_outputs(run: str = "tiny", outputs: Path = ROOT / "outputs", results: P
     for path in sorted(outputs.glob("[0-9][0-9]_*/metrics.json")):
         target = results / run / f"{path.parent.name[:2]}.json"
         shutil.copyfile(path, target)
-        with_claims(path.parent.name[:2], target)
+        with_claims(path.parent.name[:2], target, run)
         copied.append(target)
     return copied
 

@@ -123,7 +123,7 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict | None = None, 
     metrics_path = out_dir / "metrics.json"
     params = {"output_dir": str(out_dir), "metrics_path": str(metrics_path), **(parameters or {})}
     seconds = execute(notebook, output_notebook or out_dir / notebook.name, params, live)
-    return claims.with_claims(notebook.name[:2], metrics_path), seconds
+    return claims.with_claims(notebook.name[:2], metrics_path, params.get("budget", "tiny")), seconds
 
 
 DRAWS = re.compile(r"plt\.(show|subplots|figure)\(|\bfig\.|\bplot_[a-z_]+\(|\bbar\(|draw_[a-z_]+\(|\.plot\(")
