@@ -105,8 +105,7 @@ def main() -> None:
     # the committed tiny run and the recorded real-model benchmark: their metrics and the claims ledger follow
     if args.inplace and args.budget == "tiny" or args.budget == "benchmark":
         run = args.budget
-        claims.copy_outputs(run, outputs=ROOT / "outputs" if run == "tiny" else args.out / label)
-        claims.LEDGER.write_text(claims.render())
+        claims.refresh(run, outputs=ROOT / "outputs" if run == "tiny" else args.out / label)
         print(f"results/{run}/ and CLAIMS.md refreshed", flush=True)
     if not args.no_tests and args.budget == "tiny":
         print("running the test suite ...", flush=True)

@@ -197,31 +197,27 @@ def learns_less_forgets_less(m):
                      f"(LoRA learns {parts[0]}, forgets {parts[1]})", values)
 
 
-def _remedy(m, name):
+def _remedy(m, name, measured, absent):
+    """Full fine-tuning with a remedy (run `name`) against plain full fine-tuning, by fact-probe drop."""
     full = [r["fact_drop"] for r in m["runs"] if r["name"] == "full"]
     arm = [r["fact_drop"] for r in m["runs"] if r["name"] == name]
     if not arm:
-        return None
+        return judged(NOT_RUN, absent, "")
     result = verdict(arm, full, names=(name, "full"), higher_is_better=False, resolution=rate_resolution(m["probes"]))
     skill = [r["skill_accuracy"] for r in m["runs"] if r["name"] == name]
-    return result, (f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs full {_f(sum(full) / len(full))} "
-                    f"({len(full)} seeds); skill {_f(sum(skill) / len(skill))}")
+    return judged(from_comparison(result, f"{name} ahead of full"), measured,
+                  f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs full {_f(sum(full) / len(full))} "
+                  f"({len(full)} seeds); skill {_f(sum(skill) / len(skill))}")
 
 
 def replay_reduces_forgetting(m):
-    got = _remedy(m, "full_replay_0.25")
-    if got is None:
-        return judged(NOT_RUN, "this budget ran no replay", "")
-    return judged(from_comparison(got[0], "full_replay_0.25 ahead of full"),
-                  "fact-probe drop of full fine-tuning with a quarter of general rows replayed", got[1])
+    return _remedy(m, "full_replay_0.25", "fact-probe drop of full fine-tuning with a quarter of general rows "
+                   "replayed", "this budget ran no replay")
 
 
 def regularisation_reduces_forgetting(m):
-    got = _remedy(m, "full_l2")
-    if got is None:
-        return judged(NOT_RUN, "this budget ran no L2 pull", "")
-    return judged(from_comparison(got[0], "full_l2 ahead of full"),
-                  "fact-probe drop of full fine-tuning with an L2 pull to the start weights", got[1])
+    return _remedy(m, "full_l2", "fact-probe drop of full fine-tuning with an L2 pull to the start weights",
+                   "this budget ran no L2 pull")
 
 
 def modules_additive(m):
@@ -385,13 +381,22 @@ def copy_outputs(run: str = "tiny", outputs: Path = ROOT / "outputs", results: P
     return copied
 
 
+def refresh(run: str = "tiny", outputs: Path = ROOT / "outputs") -> list[Path]:
+    """After a run that the ledger follows (the committed tiny run, the real-model benchmark): its metrics to
+    results/<run>/ (copy_outputs) and CLAIMS.md rendered again. Returns the files copied."""
+    copied = copy_outputs(run, outputs)
+    LEDGER.write_text(render())
+    return copied
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Render CLAIMS.md from the committed runs' metrics.")
     parser.add_argument("--from-outputs", choices=list(MODELS), help="first copy outputs/*/metrics.json there")
     args = parser.parse_args(argv)
     if args.from_outputs:
-        print(f"copied {len(copy_outputs(args.from_outputs))} metrics files to results/{args.from_outputs}/")
-    LEDGER.write_text(render())
+        print(f"copied {len(refresh(args.from_outputs))} metrics files to results/{args.from_outputs}/")
+    else:
+        LEDGER.write_text(render())
     print(f"wrote {LEDGER.relative_to(ROOT)}")
 
 

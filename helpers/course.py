@@ -261,8 +261,7 @@ def main() -> None:
     if not args.inplace:
         print(f"executed notebooks and metrics in {args.out}")
     elif args.budget == "tiny":   # the committed run: its metrics and the claims ledger follow it
-        copied = claims.copy_outputs("tiny")
-        claims.LEDGER.write_text(claims.render())
+        copied = claims.refresh("tiny")
         print(f"{len(copied)} metrics files in results/tiny/; CLAIMS.md re-rendered")
 
 
