@@ -118,7 +118,7 @@ TINY_BUDGET: dict[str, dict] = {
     "01": {"model": TINY_MODEL, "max_steps": 30, "batch_size": None, "max_train_rows": None,
            "timing_repeats": 30},
     "02": {"model": TINY_MODEL, "dataset": "data/world/sft_train.jsonl", "max_train_rows": None,
-           "max_eval_rows": None, "max_steps": -1, "batch_size": None, "max_length": None, "sweep_steps": 60,
+           "max_eval_rows": None, "max_steps": -1, "batch_size": None, "max_length": None, "sweep_steps": 40,
            "overfit_epochs": 16},
     "03": {"model": TINY_MODEL, "dataset": "data/world/sft_train.jsonl", "max_train_rows": None,
            "max_eval_rows": None, "max_steps": -1, "batch_size": None, "max_length": None, "seeds": [0, 1, 2],

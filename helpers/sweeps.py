@@ -1,0 +1,117 @@
+"""The ablations of notebook 02, written once so that any model and budget can run them: a run per setting and
+seed from a fresh model, scored on held-out rows; LoRA at a parameter budget; AdaLoRA's rank allocation
+driven from the trainer.
+
+A setting is a peft config (LoRA, rsLoRA, AdaLoRA) or None for full fine-tuning; the notebook builds the
+configs in view and hands them to `score_setting`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+import torch
+from transformers import TrainerCallback
+
+from helpers.arch import LINEAR_CLASSES, OUTPUT_HEADS
+from helpers.env import seed_everything
+from helpers.evaluation import generate_replies, heldout_loss
+from helpers.models import count_parameters, load_model
+from helpers.runs import NO_CHECKPOINTS, CheckpointPlan
+from helpers.training import sft_knobs, train_sft
+
+
+def target_shapes(model, targets) -> list[tuple[int, int]]:
+    """(n_out, n_in) of every linear layer LoRA would adapt for `targets` (short names, or "all-linear":
+    every linear layer but the output head)."""
+    shapes = []
+    for name, module in model.named_modules():
+        short = name.split(".")[-1]
+        if type(module).__name__ not in LINEAR_CLASSES or short in OUTPUT_HEADS:
+            continue
+        if short == "base_layer" or ".lora_" in name:   # inside a peft layer: counted as the layer itself
+            continue
+        if targets == "all-linear" or short in targets:
+            shapes.append(tuple(module.weight.shape))
+    if not shapes:
+        raise ValueError(f"no linear layer of the model is named by {targets!r}")
+    return shapes
+
+
+def lora_trainable(model, targets, r: int) -> int:
+    """Parameters LoRA of rank r trains on `targets`: r·(n_in + n_out) per adapted layer."""
+    return sum(r * (n_out + n_in) for n_out, n_in in target_shapes(model, targets))
+
+
+def rank_for_budget(model, targets, budget: int) -> int:
+    """The rank whose LoRA on `targets` trains closest to `budget` parameters (at least 1): how the LoRA paper
+    compares placements at a fixed number of trainable parameters (its Table 5)."""
+    return max(1, round(budget / lora_trainable(model, targets, 1)))
+
+
+def full_rank(model, targets) -> int:
+    """The largest rank any adapted layer can hold: min(n_out, n_in) of the widest one. At this rank B·A can
+    be any matrix of the layer's shape, as full fine-tuning's update can."""
+    return max(min(shape) for shape in target_shapes(model, targets))
+
+
+class RankAllocation(TrainerCallback):
+    """AdaLoRA's budget step, which the trainer does not call: after each optimizer step, before the
+    gradients are cleared, peft scores every rank-one component of every adapted matrix by its importance
+    and prunes the least important towards the target budget (`update_and_allocate`)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
+
+
+def kept_ranks(model) -> dict[str, int]:
+    """AdaLoRA's final rank per adapted matrix (how many components its rank pattern keeps)."""
+    pattern = model.peft_config["default"].rank_pattern or {}   # keys: <module>.lora_E.<adapter>
+    return {name.split(".lora_E")[0]: int(sum(bool(x) for x in keep)) for name, keep in pattern.items()}
+
+
+def adalora_trainable(model) -> int:
+    """Parameters AdaLoRA's final adapter keeps: rank·(n_in + n_out + 1) per matrix (A's rows, B's columns and
+    the singular values E), with the rank its pattern kept."""
+    ranks = kept_ranks(model)
+    total = 0
+    for name, module in model.named_modules():
+        key = next((k for k in ranks if name.endswith(k)), None)
+        if key is not None and hasattr(module, "lora_E"):
+            n_out, n_in = module.base_layer.weight.shape
+            total += ranks[key] * (n_out + n_in + 1)
+    return total
+
+
+def score_setting(model_name, tokenizer, train_rows: list[dict], test_rows: list[dict], peft_config, *,
+                  recipe: dict, learning_rate: float, steps: int, seed: int, output_dir, run_name: str,
+                  plan: CheckpointPlan = NO_CHECKPOINTS, score_replies=None) -> dict:
+    """One ablation run: a fresh model, `steps` steps of SFT with `peft_config` (None: full fine-tuning, in
+    fp32), scored by held-out loss on `test_rows` and, given `score_replies(replies) -> dict`, by what it
+    says of the greedy replies. Returns those scores and the trainable parameters (AdaLoRA: those its final
+    ranks keep, and `kept_ranks`, its final rank per matrix)."""
+    from peft import AdaLoraConfig
+
+    # peft writes into its config (AdaLoRA its rank pattern): each run gets its own copy, so that no seed
+    # starts from another's state
+    peft_config = copy.deepcopy(peft_config)
+    seed_everything(seed)
+    fresh = load_model(model_name, dtype=torch.float32 if peft_config is None else None)[0]
+    adaptive = isinstance(peft_config, AdaLoraConfig)
+    if adaptive and peft_config.total_step != steps:
+        raise ValueError(f"AdaLoRA's total_step ({peft_config.total_step}) must be the run's steps ({steps}): "
+                         "its schedule prunes ranks by it")
+    # a folder name per setting: "α/√r r=4" -> "α_sqrtr_r=4", distinct from "α/r r=4" -> "α_r_r=4"
+    run_name = re.sub(r"[^\w.=+-]+", "_", run_name.replace("√", "sqrt").replace("×", "x"))
+    run = train_sft(fresh, tokenizer, train_rows, output_dir=str(output_dir), run_name=run_name,
+                    peft_config=peft_config, plan=plan, seed=seed,
+                    callbacks=[RankAllocation()] if adaptive else None,
+                    **sft_knobs(recipe, learning_rate=learning_rate, max_steps=steps))
+    loss = heldout_loss(run.model, tokenizer, test_rows)
+    score = {"heldout_loss": loss if math.isfinite(loss) else float("inf")}
+    if score_replies is not None:
+        score |= score_replies(generate_replies(run.model, tokenizer, test_rows))
+    if not adaptive:
+        return {"trainable": count_parameters(run.model, trainable_only=True), **score}
+    return {"trainable": adalora_trainable(run.model), **score, "kept_ranks": kept_ranks(run.model)}
