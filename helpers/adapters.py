@@ -11,7 +11,7 @@ import copy
 import torch
 
 from helpers.memory import tensor_bytes
-from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, padding_side
+from helpers.evaluation import chat_exact_match, chat_prompts, generate_replies, heldout_loss, padding_side
 from helpers.world_measures import skill_accuracy
 from helpers.world import PIRATE
 
@@ -39,6 +39,13 @@ def task_scores(model, tokenizer, test_sets: dict[str, list[dict]], facts_by_id:
                "skill": lambda rows: skill_accuracy(model, tokenizer, rows),
                "persona": lambda rows: persona_rate(model, tokenizer, rows, facts_by_id)}
     return {task: scorers[task](rows) for task, rows in test_sets.items()}
+
+
+def task_losses(model, tokenizer, test_sets: dict[str, list[dict]]) -> dict[str, float]:
+    """{task: held-out loss} of the model as it is now (whatever adapters are active) on each task's reference
+    replies: a continuous measure beside `task_scores`, so that a combination that loses a task's exact match
+    still shows how far it moved from the adapter alone and from the base model."""
+    return {task: heldout_loss(model, tokenizer, rows) for task, rows in test_sets.items()}
 
 
 def adapter_bytes(peft_model, adapter_name: str) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from helpers.paths import ROOT
-from helpers.verdict import CANT_TELL, rate_resolution, verdict
+from helpers.verdict import CANT_TELL, best_and_ties, rate_resolution, verdict
 
 SUPPORTED, CONTRADICTED, NOT_RUN = "supported", "contradicted", "not run"
 RESULTS = ROOT / "results"
@@ -95,21 +95,63 @@ def checkpoints_smaller(m):
 
 
 def q_and_v_best(m):
-    sweep, ver = m["sweeps"]["target"], m["sweep_verdicts"]["target"]
+    sweep, ver = m["sweeps"]["target"], m["sweep_verdicts"]["target"]["heldout_loss"]
     v = SUPPORTED if ver["best"] == "q+v" else CANT_TELL if "q+v" in ver["ties"] else CONTRADICTED
-    return judged(v, f"held-out {m['sweep_score'].replace('_', ' ')} by target modules at rank "
-                     f"{m['recipe']['lora_r']}, 3 seeds",
-                  f"q+v {_f(sweep['q+v']['mean'])}, best {ver['best']} {_f(sweep[ver['best']]['mean'])}; "
-                  f"ties: {', '.join(ver['ties'])}")
+    return judged(v, f"held-out loss by target modules at rank {m['recipe']['lora_r']}, "
+                     f"{len(m['sweep_seeds'])} seeds",
+                  ", ".join(f"{k} {_f(s['heldout_loss']['mean'])}" for k, s in sweep.items())
+                  + f"; best {ver['best']}; ties: {', '.join(ver['ties'])}")
 
 
 def small_rank_enough(m):
-    sweep, ver = m["sweeps"]["rank"], m["sweep_verdicts"]["rank"]
-    small = [r for r in ("r=4", "r=8") if r in sweep]
-    v = SUPPORTED if any(r in ver["ties"] for r in small) else CONTRADICTED
-    return judged(v, f"held-out {m['sweep_score'].replace('_', ' ')} by rank (all linear layers), 3 seeds",
-                  ", ".join(f"{k} {_f(s['mean'])}" for k, s in sweep.items()) + f"; best {ver['best']}, "
-                  f"ties: {', '.join(ver['ties'])}")
+    """Among standard LoRA's ranks (γ = α/r, α fixed), does r = 4 or 8 tie with the best?"""
+    sweep = {k: s["heldout_loss"] for k, s in m["sweeps"]["rank"].items() if k.startswith("α/r ")}
+    sweep = dict(sorted(sweep.items(), key=lambda kv: int(kv[0].split("=")[1])))
+    best, ties = best_and_ties({k: s["values"] for k, s in sweep.items()}, higher_is_better=False)
+    small = [r for r in ("α/r r=4", "α/r r=8") if r in sweep]
+    v = SUPPORTED if any(r in ties for r in small) else CONTRADICTED
+    return judged(v, f"held-out loss by rank (all linear layers, γ = α/r with α fixed, "
+                     f"{m['sweep_steps']} steps), {len(m['sweep_seeds'])} seeds",
+                  ", ".join(f"{k.split()[-1]} {_f(s['mean'])}" for k, s in sweep.items())
+                  + f"; best {best.split()[-1]}, ties: {', '.join(t.split()[-1] for t in ties)}")
+
+
+def _answer(m, question, measured):
+    """A question of 02's section 7 (`sweep_answers`: arms a and b, lower loss better) as a claim that holds
+    when a is ahead."""
+    x = m["sweep_answers"][question]
+    return judged(from_comparison(x["verdict"], f"{x['a']} ahead of {x['b']}"),
+                  f"{measured}, {m['sweep_steps']} steps, {len(m['sweep_seeds'])} seeds",
+                  f"{x['a']} {_f(x['a_loss'])} vs {x['b']} {_f(x['b_loss'])}")
+
+
+def rslora_on_the_model(m):
+    return _answer(m, "rank_scale", f"held-out loss at full rank (r = {m['full_rank']}), α fixed")
+
+
+def all_linear_at_matched_parameters(m):
+    return _answer(m, "all_linear_at_budget",
+                   f"held-out loss at ~{m['parameter_budget']:,} trainable parameters, all linear layers "
+                   "against the best attention-only placement")
+
+
+def importance_rank(m):
+    result = _answer(m, "adalora", "held-out loss of AdaLoRA (better of two learning rates) against "
+                                   "LoRA of the same mean rank on every linear layer (better of the same two)")
+    x, arms = m["sweep_answers"]["adalora"], m["sweeps"]["budget"]
+    result["values"] += (f"; parameters its kept ranks hold {arms[x['a']]['trainable']:,} vs "
+                         f"{arms[x['b']]['trainable']:,}")
+    return result
+
+
+def full_rank_matches_full(m):
+    x = m["sweep_answers"]["full_rank"]
+    v = CONTRADICTED if x["verdict"] == f"{x['b']} ahead of {x['a']}" else from_comparison(
+        x["verdict"], f"{x['a']} ahead of {x['b']}")
+    return judged(v, f"held-out loss, the better LoRA scale at full rank (r = {m['full_rank']}) against full "
+                     f"fine-tuning, each at twice its recipe's learning rate, {m['sweep_steps']} steps, "
+                     f"{len(m['sweep_seeds'])} seeds",
+                  f"{x['a']} {_f(x['a_loss'])} vs {x['b']} {_f(x['b_loss'])}")
 
 
 def epochs_until_overfitting(m):
@@ -250,12 +292,13 @@ CLAIMS = [
     Claim("epochs_overfit", "02", "more epochs help until overfitting", "fine-tuning articles",
           epochs_until_overfitting),
     Claim("all_linear_matched", "02", "LoRA on all linear layers beats attention-only at matched parameters",
-          "Schulman et al. 2025 (LoRA Without Regret)",
-          why_not="02's target ablation keeps the rank, not the parameter count"),
-    Claim("importance_rank", "02", "more important matrices deserve a larger rank", "fine-tuning articles (AdaLoRA)",
-          why_not="no AdaLoRA run yet"),
-    Claim("full_rank_limit", "02", "LoRA at full rank approaches full fine-tuning", "fine-tuning articles",
-          why_not="the rank sweep stops at r = 64 of 256, at one learning rate"),
+          "Schulman et al. 2025 (LoRA Without Regret)", all_linear_at_matched_parameters),
+    Claim("importance_rank", "02", "rank given by importance (AdaLoRA) beats one rank everywhere at the same budget",
+          "fine-tuning articles; Zhang et al. 2023 (AdaLoRA)", importance_rank),
+    Claim("full_rank_limit", "02", "LoRA at full rank learns as well as full fine-tuning", "fine-tuning articles",
+          full_rank_matches_full),
+    Claim("rslora_sft", "02", "rsLoRA's α/√r trains better than α/r at high rank (SFT)",
+          "Kalajdzievski 2023 (rsLoRA)", rslora_on_the_model),
     Claim("lora_lr_10x", "03", "the best LoRA learning rate is about 10x full fine-tuning's",
           "Schulman et al. 2025 (LoRA Without Regret)", lora_lr_ten_times_full),
     Claim("qlora_no_loss", "04", "QLoRA loses nothing against 16-bit LoRA", "fine-tuning articles; Dettmers et al. 2023",

@@ -77,3 +77,15 @@ def test_each_family_trains_at_its_best_learning_rate_from_the_sweep(notebook_me
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/03.json)."""
     assert claims.disagreements("03", notebook_metrics("03")) == []
+
+
+def test_exercises_1_and_2_run(tmp_path):
+    """Exercise 1 (a one-point sweep: every family at its starting rate) and exercise 2 (64 virtual tokens)
+    run to the summary, at a small budget."""
+    from helpers.course import notebooks, run_notebook
+    (nb,) = notebooks(["03"])
+    m, _ = run_notebook(nb, tmp_path, {"lr_sweep": [1], "lr_sweep_steps": 2, "num_virtual_tokens": 64,
+                                       "seeds": [0], "max_steps": 3, "max_train_rows": 64})
+    assert m["learning_rates"] == m["lr_start"]              # a one-point grid keeps each starting rate
+    assert sorted(m["lr_at_edge"]) == sorted(METHODS)        # and every best sits at its edge
+    assert m["methods"]["prompt_tuning"]["trainable_params"] == 64 * 256   # 64 tokens x the hidden size

@@ -87,3 +87,12 @@ def test_nf4_is_closest_to_fp32_on_the_pretraining_text(notebook_metrics):
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/04.json)."""
     assert claims.disagreements("04", notebook_metrics("04")) == []
+
+
+def test_exercise_3_runs(tmp_path):
+    """Exercise 3 (a short run, `max_steps`) runs to the summary, at a small budget and one seed."""
+    from helpers.course import notebooks, run_notebook
+    (nb,) = notebooks(["04"])
+    m, _ = run_notebook(nb, tmp_path, {"max_steps": 4, "seeds": [0], "max_probes": 48, "max_texts": 16})
+    assert m["max_steps"] == 4 and len(m["qlora_runs"]) == 2
+    assert m["qlora_vs_lora_verdict"] in ("can't tell", "QLoRA ahead of LoRA", "LoRA ahead of QLoRA")
