@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -86,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     per_rank = args.batch_size // world
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     model.train()
-    losses = []
+    losses, step_seconds = [], []
     for step in range(args.steps):
+        start = time.perf_counter()
         batch = data[step * args.batch_size:(step + 1) * args.batch_size]
         mine = batch[rank * per_rank:(rank + 1) * per_rank].to(device)
         loss = model(input_ids=mine, labels=mine).loss
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         whole = loss.detach().clone()
         dist.all_reduce(whole)
         losses.append(whole.item() / world)
+        step_seconds.append(time.perf_counter() - start)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)  # gathers every shard (onto rank 0's CPU)
     local = torch.tensor([local_bytes])
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         adapter = {k: v.contiguous() for k, v in state.items() if "lora_" in k}
         save_file(adapter, str(args.output_dir / "adapter.safetensors"))
         (args.output_dir / "log.json").write_text(json.dumps(
-            {"world_size": world, "steps": args.steps, "losses": losses, "parameter_bytes": full_bytes,
+            {"world_size": world, "steps": args.steps, "losses": losses, "step_seconds": step_seconds,
+             "parameter_bytes": full_bytes,
              "bytes_per_rank": [int(t.item()) for t in gathered]}))
     dist.barrier()
     dist.destroy_process_group()

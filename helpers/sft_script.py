@@ -37,9 +37,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
+
+
+class StepTimes(TrainerCallback):
+    """Wall seconds of every optimizer step (forward, backward, the gradients' all-reduce, AdamW)."""
+
+    def __init__(self):
+        self.seconds, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 def adapter_state(model) -> dict[str, torch.Tensor]:
@@ -85,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = load_rows(args.dataset)
     rows, _ = fit_to_length(rows[: args.rows] if args.rows else rows, tokenizer, recipe["max_length"])
     plan = CheckpointPlan(args.checkpoint_dir, args.save_steps, args.resume)
+    step_times = StepTimes()
     run = train_sft(model, tokenizer, rows, output_dir=str(args.output_dir), run_name="run", plan=plan,
+                    callbacks=[step_times],
                     **sft_knobs(recipe, max_steps=args.max_steps), seed=args.seed, logging_steps=1,
                     ddp_find_unused_parameters=False)
     # Trainer.save_model writes on the main process only; each rank saves its own replica explicitly.
@@ -93,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     losses = [h["loss"] for h in run.log if "loss" in h]
     (args.output_dir / f"log_rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": world, "steps": run.steps, "losses": losses,
-         "train_seconds": run.seconds, "resumed_from": run.resumed_from}))
+         "train_seconds": run.seconds, "step_seconds": step_times.seconds, "resumed_from": run.resumed_from}))
     run.trainer.save_model(str(args.output_dir / "adapter"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Tear the gloo/NCCL process group down while Python is alive: left to interpreter shutdown, gloo's

@@ -86,3 +86,6 @@ def test_two_processes_equal_one(metrics):
     assert max(fsdp["bytes_per_rank"]) <= 0.51 * fsdp["parameter_bytes"]
     assert fsdp["vs_one_process"] < 1e-4
     assert fsdp["losses"]["1"] == pytest.approx(fsdp["losses"]["2"], rel=1e-4)
+    # each run timed its steps, one process and two (JSON keys are strings)
+    for times in (ddp["step_seconds"], fsdp["step_seconds"]):
+        assert set(times) == {"1", "2"} and all(t > 0 for t in times.values())
