@@ -277,6 +277,28 @@ def modules_additive(m):
                   "; ".join(f"{t} {_f(alone[t])} alone, {_f(together[t])} combined" for t in tasks))
 
 
+def dr_grpo_length(m):
+    v, c = m["control_verdicts"]["wrong_length"], m["controls"]
+    g, d = c['loss_type="grpo"']["wrong_tokens"], c['loss_type="dr_grpo"']["wrong_tokens"]
+    return judged(from_comparison(v, '"grpo" ahead of "dr_grpo"'),
+                  f"mean length in tokens of the wrong sampled answers on held-out prompts after "
+                  f"{m['control_steps']} GRPO steps, loss_type \"grpo\" against \"dr_grpo\" (longer is "
+                  f"ahead), {len(g['values'])} seeds",
+                  f"{_f(g['mean'])} vs {_f(d['mean'])} tokens; start {_f(m['control_start']['wrong_tokens'])}")
+
+
+def random_reward_no_gain(m):
+    v, c = m["control_verdicts"], m["controls"]
+    gained = v["placebo_vs_start"] == "the placebo ahead of the start"
+    return judged(CONTRADICTED if gained else SUPPORTED,
+                  f"held-out sampled reward after {m['control_steps']} GRPO steps from the SFT warm-up model "
+                  f"(which has seen the task), a coin-flip reward against the start and the real reward, "
+                  f"{len(c['placebo reward']['reward']['values'])} seeds",
+                  f"start {_f(m['control_start']['reward'])}, placebo {_f(c['placebo reward']['reward']['mean'])} "
+                  f"({v['placebo_vs_start']}), real {_f(c['real reward']['reward']['mean'])} "
+                  f"({v['real_vs_placebo']})")
+
+
 CLAIMS = [
     Claim("low_intrinsic_rank", "01", "ΔW has a low intrinsic rank", "fine-tuning articles; Hu et al. 2021 (LoRA)",
           low_intrinsic_rank),
@@ -320,9 +342,9 @@ CLAIMS = [
           regularisation_reduces_forgetting),
     Claim("additive", "07", "LoRA modules are additive", "fine-tuning articles", modules_additive),
     Claim("dr_grpo_length", "09", "GRPO's length normalisation lengthens wrong answers", "Liu et al. 2025 (Dr. GRPO)",
-          why_not="no loss_type=\"dr_grpo\" arm yet"),
+          dr_grpo_length),
     Claim("random_reward", "09", "a random reward gives no real gain on a model not trained on the task",
-          "Shao et al. 2025 (spurious rewards)", why_not="no placebo-reward arm yet"),
+          "Shao et al. 2025 (spurious rewards)", random_reward_no_gain),
 ]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import re
+import statistics
 
 import torch
 
@@ -86,6 +88,18 @@ def fact_entity(prompts, completions, answer, **_) -> list[float]:
     task pairs it with a length or format check."""
     return [float(re.search(rf"\b{re.escape(a.lower())}\b", completion_text(c).lower()) is not None)
             for c, a in zip(completions, answer)]
+
+
+def placebo_reward(seed: int = 0):
+    """A control reward that ignores the answer: a fair coin per completion, from its own generator (so a
+    run is repeatable). GRPO on it shows what training on these prompts does without a signal; a real
+    reward's gain beyond it is the signal's (Shao et al. 2025, spurious rewards)."""
+    rng = random.Random(seed)
+
+    def placebo(prompts, completions, **_) -> list[float]:
+        return [float(rng.random() < 0.5) for _ in completions]
+
+    return placebo
 
 
 def copied_in_order(completions, letters) -> list[bool]:
@@ -247,6 +261,24 @@ def sample_replies(model, tokenizer, rows: list[dict], samples: int = 1, tempera
     # one batch: the random draws, and so the samples, do not depend on a batch size
     return [t.strip() for t in complete(model, tokenizer, prompts, max_new_tokens,
                                         batch_size=max(1, len(prompts)), **sampling)]
+
+
+def sampled_measures(model, tokenizer, rows: list[dict], reward_func, *, samples: int = 4,
+                     temperature: float = 1.0, max_new_tokens: int = 16, seed: int = 0) -> dict:
+    """One sampling of `samples` replies per prompt row: the mean of `reward_func`, the share exactly right,
+    and the mean length in tokens of the wrong and of the right replies, with the share of replies the limit
+    cut (as long as `max_new_tokens`): what a length bias in the loss would move."""
+    replies = sample_replies(model, tokenizer, rows, samples=samples, temperature=temperature,
+                             max_new_tokens=max_new_tokens, seed=seed)
+    letters = [r["letters"] for r in rows for _ in range(samples)]
+    right = reversal_exact(None, replies, letters)
+    lengths = [len(tokenizer(r, add_special_tokens=False).input_ids) for r in replies]
+    wrong = [n for n, ok in zip(lengths, right) if not ok]
+    good = [n for n, ok in zip(lengths, right) if ok]
+    return {"reward": mean_reward(reward_func, rows, replies), "exact": sum(right) / len(right),
+            "wrong_tokens": statistics.mean(wrong) if wrong else float("nan"),
+            "right_tokens": statistics.mean(good) if good else float("nan"),
+            "cut_share": sum(n >= max_new_tokens for n in lengths) / len(lengths)}
 
 
 def mean_reward(reward_func, rows: list[dict], replies: list[str]) -> float:

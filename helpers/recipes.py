@@ -140,7 +140,7 @@ TINY_BUDGET: dict[str, dict] = {
            "timed_steps": 5, "gen_tokens": 32, "launch_steps": 3},
     "09": {"model": TINY_MODEL, "reward": "reversal_exact", "warmup_sft_steps": None, "max_steps": None,
            "prompts_per_step": None, "num_generations": None, "seeds": [0, 1, 2], "hack_steps": 30,
-           "generations_sweep": [2, 4, 8], "max_eval_rows": None, "max_probes": None},
+           "generations_sweep": [2, 4, 8], "control_steps": 15, "max_eval_rows": None, "max_probes": None},
 }
 
 BUDGETS: dict[str, dict[str, dict]] = {
@@ -167,7 +167,7 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "gen_tokens": 8, "launch_steps": 3},
         "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 16, "max_steps": 2,
                "prompts_per_step": 2, "num_generations": 4, "seeds": [0], "hack_steps": 0,
-               "generations_sweep": [], "max_eval_rows": 8, "max_probes": 16},
+               "generations_sweep": [], "control_steps": 0, "max_eval_rows": 8, "max_probes": 16},
     },
     # A realistic budget that fits 2 CPU cores in about 45 minutes for the whole course (python -m
     # helpers.bench --budget benchmark); BENCHMARKS.md records what ran where.
@@ -193,7 +193,7 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "launch_steps": 3},
         "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 30, "max_steps": 12,
                "prompts_per_step": 4, "num_generations": 4, "seeds": [0, 1], "hack_steps": 0,
-               "generations_sweep": [], "max_eval_rows": 24, "max_probes": 48},
+               "generations_sweep": [], "control_steps": 0, "max_eval_rows": 24, "max_probes": 48},
     },
     # A free Colab T4, about 10 minutes a notebook. AN ESTIMATE, not yet run on a T4: the benchmark's rows
     # and steps scaled by a T4's throughput over 2 CPU cores (notebook 08 measures both).
