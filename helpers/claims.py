@@ -273,8 +273,11 @@ def modules_additive(m):
     kept = all(together[t] >= alone[t] - 0.1 for t in tasks)
     lost = all(together[t] < 0.5 * alone[t] for t in tasks)
     v = SUPPORTED if kept else CONTRADICTED if lost else CANT_TELL
-    return judged(v, f"each task's exact match, its adapter alone against the adapters combined ({combined})",
-                  "; ".join(f"{t} {_f(alone[t])} alone, {_f(together[t])} combined" for t in tasks))
+    values = "; ".join(f"{t} {_f(alone[t])} alone, {_f(together[t])} combined" for t in tasks)
+    if "gain_kept" in m:   # the held-out loss: how much of each adapter's gain the combination kept
+        values += "; loss gain kept combined: " + ", ".join(f"{t} {m['gain_kept'][combined][t]:.0%}" for t in tasks)
+    return judged(v, f"each task's exact match, its adapter alone against the adapters combined ({combined}); "
+                     "beside it, the share of each adapter's held-out loss gain the combination kept", values)
 
 
 def dr_grpo_length(m):

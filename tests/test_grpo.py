@@ -147,3 +147,13 @@ def test_train_grpo_returns_the_trained_run_and_its_rewards(tmp_path):
         assert mean == pytest.approx(sum(rewards) / len(rewards), abs=1e-6)
     # train() leaves the policy with its own forward (not TRL's patch) and in eval mode
     assert "forward" not in run.model.get_base_model().__dict__ and not run.model.training
+
+
+def test_the_placebo_reward_ignores_the_answer_and_repeats_by_seed():
+    from helpers.grpo import checked, placebo_reward
+    completions = ["The letters reversed are c b a."] * 200 + ["nonsense"] * 200
+    first = checked(placebo_reward(3))(prompts=[None] * 400, completions=completions, letters=["a b c"] * 400)
+    again = checked(placebo_reward(3))(prompts=[None] * 400, completions=completions, letters=["a b c"] * 400)
+    assert first == again and set(first) == {0.0, 1.0}
+    # a coin: about half each, for the right answers and the nonsense alike
+    assert 0.35 < sum(first[:200]) / 200 < 0.65 and 0.35 < sum(first[200:]) / 200 < 0.65

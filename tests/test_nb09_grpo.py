@@ -32,7 +32,8 @@ def test_every_verdict_follows_the_rule(metrics):
     """Each verdict is the helpers.verdict one: "A ahead of B" between the named sides, or "can't tell"."""
     sides = {"reward": ("GRPO", "the start"), "accuracy": ("GRPO", "the start"),
              "sft_baseline": ("SFT on answers", "GRPO"), "facts_grpo": ("GRPO", "the start"),
-             "facts_sft": ("SFT on answers", "the start")}
+             "facts_sft": ("SFT on answers", "the start"),
+             "facts_warmup": ("the SFT warm-up", "the base model"), "facts_grpo_vs_base": ("GRPO", "the base model")}
     assert set(metrics["verdicts"]) == set(sides)
     for key, (a, b) in sides.items():
         assert metrics["verdicts"][key] in (f"{a} ahead of {b}", f"{b} ahead of {a}", CANT_TELL), key
@@ -68,3 +69,31 @@ def test_more_generations_leave_fewer_groups_without_signal(notebook_metrics):
     sweep = notebook_metrics("09")["generations_sweep"]
     no_spread = [sweep[g]["no_spread_share"] for g in ("2", "4", "8")]
     assert no_spread[0] > no_spread[1] > no_spread[2], no_spread
+
+
+def test_the_curves_are_read_and_the_clip_never_acts(metrics):
+    """num_iterations=1: the policy that sampled is the one updated, the ratio is 1, PPO's clip acts on nothing."""
+    read = metrics["curve_reading"]
+    assert read["clip_max"] == 0.0
+    assert 0.0 <= read["no_spread"][0] <= 1.0 and 0.0 <= read["no_spread"][1] <= 1.0
+    assert 1 <= read["peak_step"] <= metrics["recipe"]["max_steps"]
+
+
+def test_forgetting_is_measured_from_the_base_model_too(notebook_metrics):
+    """The SFT warm-up, not GRPO, costs the fact probes: measured from the base model and from the warm-up."""
+    m = notebook_metrics("09")
+    assert m["fact_accuracy_base"] > m["fact_accuracy_before"]          # measured: 0.996 -> 0.845
+    assert m["verdicts"]["facts_warmup"] == "the base model ahead of the SFT warm-up"
+
+
+def test_the_controls_run_every_seed_and_are_judged(notebook_metrics):
+    m = notebook_metrics("09")
+    assert m["control_steps"] > 0
+    assert set(m["controls"]) == {"real reward", "placebo reward", 'loss_type="grpo"', 'loss_type="dr_grpo"'}
+    for arm in m["controls"].values():
+        assert len(arm["reward"]["values"]) == len(m["seeds"]) == 3
+        assert 0.0 <= arm["cut_share"]["mean"] <= 1.0
+    sides = {"real_vs_placebo": ("the real reward", "the placebo"), "placebo_vs_start": ("the placebo", "the start"),
+             "wrong_length": ('"grpo"', '"dr_grpo"')}
+    for key, (a, b) in sides.items():
+        assert m["control_verdicts"][key] in (f"{a} ahead of {b}", f"{b} ahead of {a}", CANT_TELL), key
