@@ -51,7 +51,7 @@ def test_typical_length_counts_chat_and_text_rows(make_tokenizer):
 
 def test_a_budget_run_on_a_model_it_was_not_sized_for_says_so(capsys):
     """The issue's learner: notebook 02 with only `model` and `dataset` changed keeps the tiny budget's
-    ablations (30 runs of 60 steps): apply_budget says the budget was sized for another model, and the
+    ablations (60 runs of 40 steps): apply_budget says the budget was sized for another model, and the
     ablation cell's estimate, from the measured step of the real model on a CPU, is a warning."""
     from helpers.recipes import REAL_MODEL, TINY_BUDGET, apply_budget
 
@@ -60,9 +60,9 @@ def test_a_budget_run_on_a_model_it_was_not_sized_for_says_so(capsys):
     apply_budget("02", "tiny", namespace)
     out = capsys.readouterr().out
     assert "NOTE: budget 'tiny' sizes its steps, seeds and sweeps for data/tiny-base" in out
-    assert namespace["sweep_steps"] == 60
-    # 30 ablation runs x 60 steps at the real model's ~4 s a step on 2 CPU cores (BENCHMARKS.md)
-    say_cost("the ablations", runs=30, steps=namespace["sweep_steps"], step_seconds=4.0, basis="measured")
+    assert namespace["sweep_steps"] == 40
+    # 60 ablation runs x 40 steps at the real model's ~4 s a step on 2 CPU cores (BENCHMARKS.md)
+    say_cost("the ablations", runs=60, steps=namespace["sweep_steps"], step_seconds=4.0, basis="measured")
     assert capsys.readouterr().out.startswith("WARNING, a long cell.")
     apply_budget("02", "tiny", {name: None for name in TINY_BUDGET["02"]})
     assert "NOTE" not in capsys.readouterr().out

@@ -230,17 +230,18 @@ def test_a_notebook_resumed_after_a_disconnect_ends_with_the_same_adapters(tmp_p
     (nb,) = notebooks(["07"])
     ckpt = tmp_path / "checkpoints"
     params = {"steps": {"facts": 6, "skill": 6, "persona": 6}, "batch_size": 4, "max_eval_rows": 2,
-              "timing_repeats": 1, "combination_types": ["cat"], "checkpoint_dir": str(ckpt), "save_steps": 2}
+              "timing_repeats": 1, "combination_types": ["cat"], "checkpoint_dir": str(ckpt), "save_steps": 2,
+              "seeds": [0]}   # one persona child (section 5 trains one per seed)
     whole, _ = run_notebook(nb, tmp_path / "whole", params)
     assert sorted(p.name for p in (ckpt / "persona").iterdir() if p.is_dir()) == ["checkpoint-4", "checkpoint-6"]
     (ckpt / "persona" / "checkpoint-6" / MARKER).unlink()                       # cut off while it was written
-    shutil.rmtree(ckpt / "persona_child")                                      # never begun
+    shutil.rmtree(ckpt / "persona_child_seed0")                                # never begun
     with pytest.raises(Exception, match="nothing is overwritten"):             # resume is asked for, not assumed
         run_notebook(nb, tmp_path / "again", params)
     resumed, _ = run_notebook(nb, tmp_path / "resumed", {**params, "resume": True})
     text = (tmp_path / "resumed" / nb.name).read_text()
     assert text.count("this run had finished") == 2 and "skipping checkpoint-6: incomplete" in text
-    for adapter in ("facts", "skill", "persona", "persona_child"):
+    for adapter in ("facts", "skill", "persona", "persona_child_seed0"):
         a, b = (load_file(d / "adapters" / adapter / "adapter_model.safetensors")
                 for d in (tmp_path / "whole", tmp_path / "resumed"))
         assert a.keys() == b.keys() and a
