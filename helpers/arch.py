@@ -95,9 +95,12 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
 
 def block_linear_shapes(model) -> dict[str, tuple[int, int]]:
-    """(n_out, n_in) of each linear layer of the first decoder block, by short name."""
+    """(n_out, n_in) of each linear layer of the first decoder block, by short name (a peft-wrapped layer once,
+    not its base layer and adapter matrices)."""
     shapes = {}
     for name, module in decoder_layers(model)[0].named_modules():
+        if name.endswith("base_layer") or ".lora_" in name:   # inside a peft layer: the layer itself counts
+            continue
         kind = type(module).__name__
         if kind == "Conv1D":  # GPT-2 stores its weight as (n_in, n_out)
             shapes.setdefault(name.split(".")[-1], (module.nf, module.weight.shape[0]))

@@ -145,13 +145,8 @@ def importance_rank(m):
 
 
 def full_rank_matches_full(m):
-    x = m["sweep_answers"]["full_rank"]
-    v = CONTRADICTED if x["verdict"] == f"{x['b']} ahead of {x['a']}" else from_comparison(
-        x["verdict"], f"{x['a']} ahead of {x['b']}")
-    return judged(v, f"held-out loss, the better LoRA scale at full rank (r = {m['full_rank']}) against full "
-                     f"fine-tuning, each at twice its recipe's learning rate, {m['sweep_steps']} steps, "
-                     f"{len(m['sweep_seeds'])} seeds",
-                  f"{x['a']} {_f(x['a_loss'])} vs {x['b']} {_f(x['b_loss'])}")
+    return _answer(m, "full_rank", f"held-out loss, the better LoRA scale at full rank (r = {m['full_rank']}) against "
+                                   "full fine-tuning, each at twice its recipe's learning rate")
 
 
 def epochs_until_overfitting(m):

@@ -14,34 +14,29 @@ import re
 import torch
 from transformers import TrainerCallback
 
-from helpers.arch import LINEAR_CLASSES, OUTPUT_HEADS
+from helpers.arch import block_linear_shapes, decoder_layers
 from helpers.env import seed_everything
 from helpers.evaluation import generate_replies, heldout_loss
+from helpers.lora import lora_parameter_count
 from helpers.models import count_parameters, load_model
 from helpers.runs import NO_CHECKPOINTS, CheckpointPlan
 from helpers.training import sft_knobs, train_sft
 
 
 def target_shapes(model, targets) -> list[tuple[int, int]]:
-    """(n_out, n_in) of every linear layer LoRA would adapt for `targets` (short names, or "all-linear":
-    every linear layer but the output head)."""
-    shapes = []
-    for name, module in model.named_modules():
-        short = name.split(".")[-1]
-        if type(module).__name__ not in LINEAR_CLASSES or short in OUTPUT_HEADS:
-            continue
-        if short == "base_layer" or ".lora_" in name:   # inside a peft layer: counted as the layer itself
-            continue
-        if targets == "all-linear" or short in targets:
-            shapes.append(tuple(module.weight.shape))
-    if not shapes:
+    """(n_out, n_in) of every linear layer LoRA would adapt for `targets` (short names, or "all-linear": every
+    linear layer of the blocks), in every block: one block's shapes (`helpers.arch.block_linear_shapes`) times
+    the number of blocks."""
+    shapes = block_linear_shapes(model)
+    names = list(shapes) if targets == "all-linear" else [t for t in targets if t in shapes]
+    if not names:
         raise ValueError(f"no linear layer of the model is named by {targets!r}")
-    return shapes
+    return [shapes[n] for n in names] * len(decoder_layers(model))
 
 
 def lora_trainable(model, targets, r: int) -> int:
-    """Parameters LoRA of rank r trains on `targets`: r·(n_in + n_out) per adapted layer."""
-    return sum(r * (n_out + n_in) for n_out, n_in in target_shapes(model, targets))
+    """Parameters LoRA of rank r trains on `targets` (`helpers.lora.lora_parameter_count` per adapted layer)."""
+    return sum(lora_parameter_count(n_out, n_in, r) for n_out, n_in in target_shapes(model, targets))
 
 
 def rank_for_budget(model, targets, budget: int) -> int:
