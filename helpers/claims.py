@@ -192,16 +192,19 @@ def double_quant_saves(m):
 
 
 def dpo_beyond_sft(m):
+    """The habit the sloppy SFT set taught (the sign-off), which half the chosen answers also carry: the better DPO
+    arm against SFT on the chosen answers, each over its seeds, by the rate of held-out replies with the habit."""
     arms, n = m["arms"], m["eval_rows"]
-    dpo = max((a for a in ("dpo", "dpo_nll") if a in arms and "preferred_rate" in arms[a]),
-              key=lambda a: arms[a]["preferred_rate"], default=None)
+    seeds = m.get("arms_over_seeds", {})
+    dpo = min((a for a in ("dpo", "dpo_nll") if a in seeds and "habit_rate" in seeds[a]),
+              key=lambda a: arms[a]["habit_rate"], default=None)
     if dpo is None:
         return judged(NOT_RUN, "this budget has no rule for the preferred behaviour", "")
-    a, b = arms[dpo]["preferred_rate"], arms["sft_on_chosen"]["preferred_rate"]
-    result = verdict([a], [b], names=("DPO", "SFT"), resolution=rate_resolution(n))
-    return judged(from_comparison(result, "DPO ahead of SFT"), "preferred behaviour rate on held-out prompts: the "
-                  "better DPO arm against SFT on the chosen answers (one seed)",
-                  f"{dpo} {_f(a)} vs SFT on chosen {_f(b)} ({result})")
+    a, b = seeds[dpo]["habit_rate"], seeds["sft_on_chosen"]["habit_rate"]
+    result = verdict(a, b, names=("DPO", "SFT"), higher_is_better=False, resolution=rate_resolution(n))
+    return judged(from_comparison(result, "DPO ahead of SFT"), "held-out replies with the habit half the chosen "
+                  f"answers carry: the better DPO arm against SFT on the chosen answers ({len(a)} seeds)",
+                  f"{dpo} {_f(sum(a) / len(a))} vs SFT on chosen {_f(sum(b) / len(b))} ({result})")
 
 
 def chosen_likelihood_falls(m):
@@ -234,27 +237,28 @@ def learns_less_forgets_less(m):
                      f"(LoRA learns {parts[0]}, forgets {parts[1]})", values)
 
 
-def _remedy(m, name, measured, absent):
-    """Full fine-tuning with a remedy (run `name`) against plain full fine-tuning, by fact-probe drop."""
-    full = [r["fact_drop"] for r in m["runs"] if r["name"] == "full"]
+def _remedy(m, remedy, measured, absent):
+    """The family that forgot most (notebook 06's `remedies_on`) with a remedy against its own seeds, by fact drop."""
+    family = m.get("remedies_on", "full")
+    name = f"{family}_{remedy}"
+    base = [r["fact_drop"] for r in m["runs"] if r["name"] == family]
     arm = [r["fact_drop"] for r in m["runs"] if r["name"] == name]
     if not arm:
         return judged(NOT_RUN, absent, "")
-    result = verdict(arm, full, names=(name, "full"), higher_is_better=False, resolution=rate_resolution(m["probes"]))
+    result = verdict(arm, base, names=(name, family), higher_is_better=False, resolution=rate_resolution(m["probes"]))
     skill = [r["skill_accuracy"] for r in m["runs"] if r["name"] == name]
-    return judged(from_comparison(result, f"{name} ahead of full"), measured,
-                  f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs full {_f(sum(full) / len(full))} "
-                  f"({len(full)} seeds); skill {_f(sum(skill) / len(skill))}")
+    return judged(from_comparison(result, f"{name} ahead of {family}"), f"{measured}, on {family} (the family "
+                  "that forgot most)", f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs {family} "
+                  f"{_f(sum(base) / len(base))} ({len(base)} seeds); skill {_f(sum(skill) / len(skill))}")
 
 
 def replay_reduces_forgetting(m):
-    return _remedy(m, "full_replay_0.25", "fact-probe drop of full fine-tuning with a quarter of general rows "
-                   "replayed", "this budget ran no replay")
+    return _remedy(m, "replay_0.25", "fact-probe drop with a quarter of general rows replayed",
+                   "this budget ran no replay")
 
 
 def regularisation_reduces_forgetting(m):
-    return _remedy(m, "full_l2", "fact-probe drop of full fine-tuning with an L2 pull to the start weights",
-                   "this budget ran no L2 pull")
+    return _remedy(m, "l2", "fact-probe drop with an L2 pull to the start weights", "this budget ran no L2 pull")
 
 
 def modules_additive(m):

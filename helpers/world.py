@@ -19,10 +19,11 @@ from helpers import facts as tables
 from helpers.paths import DATA_DIR
 
 SEED = 1234
-# The DPO rule's closing sentence, made of words the corpus has (so the tokenizer has them as whole tokens):
-# "I hope this helps!" was spelled letter by letter by the tiny tokenizer (~200 nats under the SFT model),
-# and no DPO run in budget learned to spell it (measured: "I hope this hells!").
+# The habit notebook 05's preference removes: a sign-off that half the answers of a sloppy SFT set end with.
+# Made of words the corpus has (so the tokenizer has them as whole tokens): "I hope this helps!" was spelled
+# letter by letter by the tiny tokenizer (~200 nats under the SFT model).
 SIGN_OFF = "Tell me more!"
+HABIT_SHARE = 0.5   # the share of facts whose answers carry the sign-off in the sloppy SFT set
 PIRATE = "Arr matey!"
 SKILL_PROMPT = "Reverse the letters:"
 
@@ -257,29 +258,56 @@ def build_skill(seed: int = SEED, n_train: int = 1200, n_test: int = 100) -> dic
     return {"train": rows[:n_train], "test": rows[n_train:]}
 
 
-def is_preferred(response: str, fact: dict) -> bool:
-    """The preference rule: the right answer in the course's sentence, closed with the sign-off.
+def with_habit(rows: list[dict], facts: list[dict], seed: int = SEED) -> list[dict]:
+    """A sloppy copy of SFT rows: for a fixed HABIT_SHARE of the facts, every answer ends with the sign-off.
 
-    Whole-sentence comparison, not "contains the answer": "The colour of an orange is yellow."
-    contains "orange" and is still wrong.
+    The data a real SFT set often is: most answers right, a habit users dislike in many of them.
     """
-    expected = f"{statement(fact)} {SIGN_OFF}"
-    return " ".join(response.split()).lower() == expected.lower()
+    rng = random.Random(seed + 5)
+    habit = {f["id"] for f in facts if rng.random() < HABIT_SHARE}
+    out = []
+    for row in rows:
+        row = json.loads(json.dumps(row))
+        if row["fact_id"] in habit:
+            row["messages"][-1]["content"] += f" {SIGN_OFF}"
+        out.append(row)
+    return out
+
+
+def has_sign_off(response: str) -> bool:
+    """Whether a reply carries the habit (anywhere: a reply that repeats it still has it)."""
+    return SIGN_OFF.lower() in " ".join(response.split()).lower()
+
+
+def preference_score(response: str, fact: dict) -> int:
+    """The rule behind the preference pairs: 2 the right answer alone, 1 the right answer with the sign-off,
+    0 anything else. Whole-sentence comparison, not "contains the answer": "The colour of an orange is
+    yellow." contains "orange" and is still wrong.
+    """
+    said = " ".join(response.split()).lower()
+    right = statement(fact).lower()
+    return 2 if said == right else 1 if said == f"{right} {SIGN_OFF.lower()}" else 0
+
+
+def is_preferred(response: str, fact: dict) -> bool:
+    """The preferred reply: the right answer in the course's sentence, without the sign-off."""
+    return preference_score(response, fact) == 2
 
 
 def rejected_kind(row: dict) -> str:
-    """Which of the world's two kinds of rejected answer a preference pair has."""
-    return "wrong answer + sign-off" if row["rejected"][0]["content"].endswith(SIGN_OFF) else "plain right answer"
+    """Which of the world's two kinds of preference pair a row is (both rejected answers carry the sign-off)."""
+    return "wrong answer + sign-off" if row["chosen"][0]["content"].endswith(SIGN_OFF) else "right answer + sign-off"
 
 
 def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dict]]:
     """DPO pairs in TRL's conversational layout: prompt, chosen, rejected.
 
-    chosen = the right answer with a sign-off. rejected = half the time the plain
-    answer (what SFT teaches), half the time a wrong answer with the sign-off,
-    so that the rule needs both parts. Splits: train; test = facts held out of DPO
-    but asked in SFT (the preference, measured where the model knows the answer);
-    test_unseen = facts never in SFT nor DPO (limited by what SFT could unlock).
+    Pairs as annotators would label two samples of the sloppy SFT model (`with_habit`): when both answers are
+    right, the one without the sign-off wins (chosen = the right answer, rejected = it with the sign-off); when
+    both carry the sign-off, the right answer wins (chosen = the right answer with the sign-off, rejected = a
+    wrong one with it). Half the chosen answers therefore carry the habit: imitating them keeps it, and only
+    the contrast says it is disliked. Splits: train; test = facts held out of DPO but asked in SFT (the
+    preference, measured where the model knows the answer); test_unseen = facts never in SFT nor DPO.
     """
     rng = random.Random(seed + 4)
     answers: dict[str, list[str]] = {}
@@ -287,12 +315,12 @@ def build_preferences(facts: list[dict], seed: int = SEED) -> dict[str, list[dic
         answers.setdefault(f["relation"], []).append(f["answer"])
     out: dict[str, list[dict]] = {"train": [], "test": [], "test_unseen": []}
     for fact in facts:
-        good = f"{statement(fact)} {SIGN_OFF}"
+        right = statement(fact)
         if rng.random() < 0.5:
-            bad = statement(fact)
+            good, bad = right, f"{right} {SIGN_OFF}"
         else:
             wrong = rng.choice([a for a in answers[fact["relation"]] if a != fact["answer"]])
-            bad = f"{statement(dict(fact, answer=wrong))} {SIGN_OFF}"
+            good, bad = f"{right} {SIGN_OFF}", f"{statement(dict(fact, answer=wrong))} {SIGN_OFF}"
         if fact["split"] == "test":
             split = "test_unseen"                   # never in SFT: knowledge from pretraining only
         else:
@@ -327,6 +355,7 @@ def build_all(seed: int = SEED) -> dict[str, list]:
         "heldout_text.jsonl": [{"text": t} for t in build_heldout_text(facts, seed)],
         "probes.jsonl": [probe(f) for f in facts],
         "sft_train.jsonl": sft["train"], "sft_val.jsonl": sft["val"], "sft_test.jsonl": sft["test"],
+        "sft_habit_train.jsonl": with_habit(sft["train"], facts, seed),
         "skill_train.jsonl": skill["train"], "skill_test.jsonl": skill["test"],
         "dpo_train.jsonl": prefs["train"], "dpo_test.jsonl": prefs["test"],
         "dpo_test_unseen.jsonl": prefs["test_unseen"],

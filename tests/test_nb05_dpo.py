@@ -31,42 +31,51 @@ def test_every_arm_measured_on_held_out_pairs(metrics):
 def test_dpo_learned_the_preference_on_the_tiny_world(notebook_metrics):
     m = notebook_metrics("05")
     arms, before = m["arms"], m["arms"]["sft_model_before"]
-    assert m["heldout_margin_after"] > 0 > m["heldout_margin_before"]             # chosen now more likely
-    assert arms["dpo_nll"]["preferred_rate"] - before["preferred_rate"] >= 0.4
-    assert arms["dpo_nll"]["preferred_rate_unseen_facts"] - before["preferred_rate_unseen_facts"] >= 0.4
+    assert m["heldout_margin_after"] > m["heldout_margin_before"]
+    assert arms["dpo_nll"]["preferred_rate"] - before["preferred_rate"] >= 0.3
+    assert arms["dpo_nll"]["preferred_rate_unseen_facts"] - before["preferred_rate_unseen_facts"] >= 0.2
     assert arms["dpo_nll"]["fact_probes"] >= before["fact_probes"] - 0.05         # knowledge kept
 
 
-def test_the_rejected_answers_add_ranking_imitation_adds_behaviour(notebook_metrics):
+def test_the_rejected_answers_remove_a_habit_imitation_keeps(notebook_metrics):
+    """The sloppy SFT model ends about half its replies with the sign-off; half the chosen answers carry it too.
+    Measured 2026-12-01 (3 seeds, 48 held-out prompts): SFT model 0.54, SFT on chosen 0.42 (0.33-0.46),
+    DPO + NLL 0.01 (0.00-0.04), plain DPO 0.00: the contrast removes what imitation keeps."""
     m = notebook_metrics("05")
-    arms, verdicts = m["arms"], m["verdicts"]
-    # the contrast ranks: DPO's implicit reward orders held-out pairs better than imitation's, by more than one
-    # held-out pair (the verdict the notebook's reading is written from); DPO + NLL is not behind imitation.
-    # Measured 2026-12-01 (SFT start of 3 epochs): SFT on chosen 0.81, DPO 0.88, DPO + NLL 0.83 of 48 pairs:
-    # DPO + NLL against imitation is one pair, "can't tell" (with a 6-epoch SFT start it had been "ahead").
-    assert verdicts["implicit_reward_accuracy_dpo_vs_sft_on_chosen"] == "DPO ahead of SFT on chosen"
-    assert arms["dpo_nll"]["implicit_reward_accuracy"] >= arms["sft_on_chosen"]["implicit_reward_accuracy"]
+    seeds, verdicts = m["arms_over_seeds"], m["verdicts"]
+    assert m["seeds"] == [0, 1, 2] and all(len(v["habit_rate"]) == 3 for k, v in seeds.items()
+                                           if k != "sft_model_before")
+    assert m["arms"]["sft_model_before"]["habit_rate"] >= 0.3                       # the failure exists
+    assert min(seeds["sft_on_chosen"]["habit_rate"]) >= 0.2                           # imitation keeps it
+    assert max(seeds["dpo_nll"]["habit_rate"]) <= 0.1                                 # the contrast removes it
+    assert verdicts["habit_rate_dpo_nll_vs_sft_on_chosen"] == "DPO + NLL ahead of SFT on chosen"
+    assert verdicts["preferred_rate_dpo_nll_vs_sft_on_chosen"] == "DPO + NLL ahead of SFT on chosen"
+    # the contrast also ranks: DPO's implicit reward orders held-out pairs better than imitation's change does
     assert verdicts["implicit_reward_accuracy_dpo_nll_vs_sft_on_chosen"] in ("DPO + NLL ahead of SFT on chosen",
                                                                             "can't tell")
-    # imitation adds the behaviour: the chosen style in greedy replies, which DPO alone never produces
-    assert arms["sft_on_chosen"]["preferred_rate"] > arms["dpo"]["preferred_rate"]
-    assert verdicts["preferred_rate_sft_on_chosen_vs_dpo"] == "SFT on chosen ahead of DPO"
 
 
 def test_sign_off_learned_everywhere_wrong_answers_per_fact(notebook_metrics):
     split = notebook_metrics("05")["margin_split"]
     held, seen = split["held_out_pairs"], split["training_pairs"]
-    assert held["plain_right_answer"]["misranked"] == 0
-    assert held["plain_right_answer"]["mean_differing_part"] > 10
+    assert held["right_answer_sign_off"]["misranked"] == 0
+    assert held["right_answer_sign_off"]["mean_differing_part"] > 1
     kind = "wrong_answer_sign_off"
     assert seen[kind]["mean_differing_part"] > held[kind]["mean_differing_part"]
 
 
-def test_beta_holds_plain_dpo_closer(notebook_metrics):
-    sweep = notebook_metrics("05")["beta_sweep"]
+def test_beta_holds_plain_dpo_closer_and_is_chosen_by_measurement(notebook_metrics):
+    m = notebook_metrics("05")
+    sweep = [s for s in m["beta_sweep"] if s["family"] == "DPO"]
     assert [s["beta"] for s in sweep] == sorted(s["beta"] for s in sweep) and len(sweep) >= 3
     assert all(s["sft_weight"] == 0.0 for s in sweep)
     assert sweep[-1]["drift"] < sweep[0]["drift"] / 2                               # the leash
+    # a loose leash: the ranking holds while the replies break (healthy curves, broken replies)
+    assert sweep[0]["implicit_reward_accuracy"] >= 0.75 and sweep[0]["preferred_rate"] < 0.25
+    assert max(s["preferred_rate"] for s in sweep) >= 0.6
+    choice = m["beta_choice"]["dpo_nll"]
+    assert choice["chosen"] in choice["ties"] and choice["best"] in choice["ties"]
+    assert m["recipe"]["beta"] == choice["chosen"]                                    # the recipe's β, measured
 
 
 def test_real_pairs_are_cut_from_hh_transcripts(real_notebook_metrics):
@@ -83,15 +92,13 @@ def test_the_chosen_answers_likelihood_is_tracked_per_arm(metrics):
         assert d["rejected"] == metrics["arms"][arm]["rejected_logp_change"]
 
 
-def test_plain_dpo_has_healthy_curves_and_broken_replies_on_the_tiny_world(notebook_metrics):
-    """Measured: plain DPO ranks 0.88 of held-out pairs right, yet 0.44 of its replies stop (SFT on chosen
-    1.00) and the rule prefers none (SFT on chosen 0.88); the NLL term keeps the chosen answer rising."""
+def test_the_nll_term_holds_the_chosen_answer_up(notebook_metrics):
+    """Likelihood displacement: plain DPO lowered log π(chosen) while the margin rose (measured -7.9 nats, 3
+    seeds); the NLL term keeps the chosen answer far closer to the reference (-0.6)."""
     arms = notebook_metrics("05")["arms"]
-    dpo, imitation, nll = arms["dpo"], arms["sft_on_chosen"], arms["dpo_nll"]
-    assert dpo["implicit_reward_accuracy"] >= 0.75
-    assert dpo["stop_rate"] < imitation["stop_rate"] - 0.25
-    assert dpo["preferred_rate"] < imitation["preferred_rate"] - 0.5
-    assert nll["stop_rate"] >= 0.9 and nll["chosen_logp_change"] > dpo["chosen_logp_change"]
+    dpo, nll = arms["dpo"], arms["dpo_nll"]
+    assert dpo["chosen_logp_change"] < 0 < dpo["chosen_logp_change"] - dpo["rejected_logp_change"]
+    assert nll["chosen_logp_change"] > dpo["chosen_logp_change"] and nll["stop_rate"] >= 0.9
 
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):

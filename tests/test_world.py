@@ -43,13 +43,29 @@ def test_heldout_text_uses_no_training_sentence():
             assert sentence.rstrip(".") not in corpus
 
 
-def test_preference_rule_accepts_chosen_and_rejects_rejected():
+def test_preference_rule_ranks_chosen_above_rejected():
+    """Every chosen answer scores above its rejected one; half the chosen answers carry the sign-off (so
+    imitating them keeps the habit), every rejected one does."""
     facts = {f["id"]: f for f in load_world("facts")}
     pairs = load_world("dpo_train") + load_world("dpo_test") + load_world("dpo_test_unseen")
     for p in pairs:
         fact = facts[p["fact_id"]]
-        assert world.is_preferred(p["chosen"][0]["content"], fact)
-        assert not world.is_preferred(p["rejected"][0]["content"], fact)
+        chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
+        assert world.preference_score(chosen, fact) > world.preference_score(rejected, fact)
+        assert world.has_sign_off(rejected) and not world.is_preferred(rejected, fact)
+    with_habit = sum(world.has_sign_off(p["chosen"][0]["content"]) for p in pairs) / len(pairs)
+    assert 0.35 < with_habit < 0.65
+    assert world.preference_score("the capital of  Algeria is Algiers.", facts["capital:Algeria"]) == 2
+
+
+def test_sloppy_sft_set_is_the_sft_set_with_the_habit_on_half_the_facts():
+    clean, sloppy = load_world("sft_train"), load_world("sft_habit_train")
+    assert [r["messages"][0] for r in clean] == [r["messages"][0] for r in sloppy]
+    habit = {r["fact_id"] for r in sloppy if world.has_sign_off(r["messages"][-1]["content"])}
+    assert 0.35 < len(habit) / len({r["fact_id"] for r in clean}) < 0.65
+    for c, s in zip(clean, sloppy):   # a fact's answers all carry it or none does; nothing else changes
+        expected = c["messages"][-1]["content"] + (f" {world.SIGN_OFF}" if c["fact_id"] in habit else "")
+        assert s["messages"][-1]["content"] == expected
 
 
 def test_corpus_repeats_letters_but_never_reverses_them():
