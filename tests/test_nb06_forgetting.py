@@ -45,24 +45,48 @@ def test_biderman_over_three_seeds_as_measured(notebook_metrics):
     assert abs(b[lora]["skill"]["mean"] - b["full"]["skill"]["mean"]) < 0.15   # matched learning
 
 
-def test_lora_forgetting_follows_how_far_attention_moved(notebook_metrics):
-    moved = sorted(notebook_metrics("06")["rank_and_movement"], key=lambda m: m["attention_relative_change"])
-    drops = [m["fact_drop"] for m in moved]
-    assert drops == sorted(drops) and len(moved) >= 3
+def test_rank_and_movement_varied_apart(notebook_metrics):
+    """Section 3: rank 4's seeds moved the attention weights the same distance (0.535-0.542) and dropped 0.148 to
+    0.694 (measured 2026-12-01): movement does not decide forgetting, and the rank series (r=1, r=64) lands within
+    that spread of the rank-4 line, so the rank question is "can't tell" at this budget."""
+    m = notebook_metrics("06")
+    moved = m["rank_and_movement"]
+    seeds4 = [x for x in moved if x["series"] == "rank 4, seeds"]
+    assert len(seeds4) == 3 and {x["series"] for x in moved} == {"rank 4, seeds", "movement series", "rank series",
+                                                                 "every linear layer"}
+    movement = [x["attention_relative_change"] for x in seeds4]
+    drops = [x["fact_drop"] for x in seeds4]
+    assert max(movement) - min(movement) < 0.1 * min(movement) and max(drops) - min(drops) > 0.2
+    slower = [x for x in moved if x["series"] == "movement series"]
+    assert slower and all(x["attention_relative_change"] < min(movement) for x in slower)   # a lower rate moves less
+    big = max((x for x in moved if x["series"] == "rank series"), key=lambda x: x["attention_relative_change"])
+    assert big["attention_relative_change"] > max(movement)                                 # r=64 moves furthest
+    assert m["rank_beyond_movement"] == "can't tell"
 
 
 def test_replay_reduces_forgetting_on_probes_it_never_showed(notebook_metrics):
+    """The remedies run on the family that forgot most (LoRA on attention); replay's drop on the probes it never
+    showed is below every seed of that family, and it pays in skill (measured 0.24 and 0.10 against 0.84-0.90)."""
     m = notebook_metrics("06")
-    full_drop = m["biderman"]["full"]["fact_drop"]["mean"]
+    worst = m["remedies_on"]
+    assert worst == m["lora_run"]
     assert len(m["replay"]) >= 2
     for ratio, v in m["replay"].items():
         assert v["probes_never_replayed"] > 50, ratio
-        assert v["fact_drop_unreplayed"] < full_drop, ratio
+        assert v["fact_drop_unreplayed"] < m["biderman"][worst]["fact_drop"]["min"], ratio
+        assert v["skill_accuracy"] < m["biderman"][worst]["skill"]["min"], ratio
 
 
-def test_l2_pull_reduces_forgetting(notebook_metrics):
+def test_every_remedy_judged_against_every_seed(notebook_metrics):
     m = notebook_metrics("06")
-    assert runs(m)[("full_l2", 0)]["fact_drop"] < m["biderman"]["full"]["fact_drop"]["mean"]
+    worst = m["remedies_on"]
+    names = set(m["remedy_verdicts"])
+    assert {f"{worst}_l2", f"{worst}_last_2", f"{worst}_replay_0.25"} <= names
+    assert not any("_lr" in n for n in names)                                  # section 3's runs are no remedies
+    l2 = runs(m)[(f"{worst}_l2", 0)]
+    assert l2["fact_drop"] < m["biderman"][worst]["fact_drop"]["mean"]
+    for name, v in m["remedy_verdicts"].items():
+        assert v in (f"{name} ahead of {worst}", f"{worst} ahead of {name}", "can't tell")
 
 
 def test_the_forgetting_sits_where_the_update_went(notebook_metrics):
