@@ -37,8 +37,9 @@ RECIPES: dict[str, dict[str, dict]] = {
                  "max_length": 256, "lora_r": 8, "warmup_steps": 0.05},
     },
     # sft_weight > 0 adds the NLL term on the chosen answers (DPO + NLL). "tiny": tuned in notebook 05; its β by
-    # notebook 05's β sweep of DPO + NLL (2026-12-01, one seed, 48 held-out pairs: preferred rate 0.38, 0.60,
-    # 0.79, 0.75 at β = 0.02, 0.1, 0.5, 2; below 0.5 the NLL term outweighs the contrast and the habit stays).
+    # notebook 05's β sweep of DPO + NLL (2026-12-02, one seed, 48 held-out pairs: preferred rate 0.56, 0.69,
+    # 0.81, 0.65 and habit rate 0.25, 0.15, 0.00, 0.17 at β = 0.02, 0.1, 0.5, 2; below 0.5 the NLL term, which
+    # imitates chosen answers half of which carry the habit, outweighs the contrast).
     # "real": LoRA DPO on a 100M-8B instruct model; peers use 5e-6 to 5e-5 with LoRA.
     "dpo": {
         "tiny": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 16, "max_length": 128, "beta": 0.5,
