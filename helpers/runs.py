@@ -221,6 +221,33 @@ def drop_trl_forward_patch(model) -> None:
         m.__dict__.pop("forward", None)
 
 
+def score_label_positions_only() -> None:
+    """On a CPU, TRL's fused LM head scores only the positions that carry a label, as it does on a GPU.
+
+    TRL 1.16's fused head (`trl.trainer.utils.add_fused_lm_head`) projects and scores only the label positions
+    where Triton runs (`compact`), and every position elsewhere, then zeroes the others: the same log-probs,
+    computed for the prompt and padding positions too. Elsewhere means a CPU here, where that doubled the
+    head's work; TRL keeps it for devices whose compiler would recompile for every count of label positions
+    (Neuron), which a CPU's eager mode does not do. The same numbers (a DPO run's loss equal to the printed
+    digits), DPO steps 2.0 -> 2.7 and GRPO steps 0.73 -> 0.85 a second on the tiny model at one thread
+    (BENCHMARKS.md). Called by `train` and `trl_forward`; it changes nothing on a GPU, and nothing when TRL
+    has no such switch.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return
+    triton = getattr(trl_utils, "_use_triton", None)
+    if triton is None or getattr(triton, "course_compact_on_cpu", False):
+        return
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or triton(device)
+
+    compact.course_compact_on_cpu = True
+    trl_utils._use_triton = compact
+
+
 @contextlib.contextmanager
 def trl_forward(trainer):
     """TRL's patched forward (its fused LM head) on the trainer's model inside the block, dropped after.
@@ -231,6 +258,7 @@ def trl_forward(trainer):
     """
     from trl.trainer.utils import add_fused_lm_head
 
+    score_label_positions_only()
     model = trainer.model
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if "forward" in inner.__dict__:      # still patched (not trained by `train` yet)
@@ -268,6 +296,7 @@ def train(trainer, plan: CheckpointPlan = NO_CHECKPOINTS) -> TrainedRun:
     Afterwards the model has its own forward back (`drop_trl_forward_patch`) and is in eval mode.
     """
     quiet(trainer)
+    score_label_positions_only()
     resume_from, marker = None, {}
     if plan.checkpoint_dir:
         folder = Path(trainer.args.output_dir)

@@ -82,60 +82,17 @@ def sft_config(output_dir: str, *, learning_rate: float, epochs: float = 1, batc
     return SFTConfig(**args)
 
 
-_PLAIN_LOSS_TRAINER = None
-
-
-def plain_loss_sft_trainer():
-    """TRL's `SFTTrainer` whose loss, on a CPU, comes from the model's own logits instead of TRL's fused LM head.
-
-    The loss is the same number: the mean negative log-likelihood of the label tokens (the next token at every
-    position whose label is not -100), summed and divided by the batch's label count, as TRL computes it.
-    TRL's fused head also computes the entropy and top-1 accuracy it logs at every step, in tiles; without
-    Triton (on a CPU) that runs as many small torch operations, and a step of the tiny model trained about
-    25-30% slower with it (BENCHMARKS.md). So on a CPU this class leaves out the two logged metrics
-    (`entropy`, `mean_token_accuracy`; the course reads neither); on a GPU, with label smoothing, a custom loss
-    function, an auxiliary loss or another `loss_type`, it is TRL's `compute_loss` unchanged.
-    """
-    global _PLAIN_LOSS_TRAINER
-    if _PLAIN_LOSS_TRAINER is None:
-        import torch
-        from trl import SFTTrainer
-
-        class PlainLossSFTTrainer(SFTTrainer):
-            __doc__ = plain_loss_sft_trainer.__doc__
-
-            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-                plain = (not return_outputs and "labels" in inputs and "shift_labels" not in inputs
-                         and inputs["labels"].device.type == "cpu" and self.args.loss_type == "nll"
-                         and self.compute_loss_func is None and self.label_smoother is None
-                         and not self.aux_loss_enabled)
-                if not plain:
-                    return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-                labels = inputs["labels"][:, 1:]
-                forward = {k: v for k, v in inputs.items() if k != "labels"}
-                logits = model(**forward, use_cache=False).logits[:, :-1]
-                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                                         labels.reshape(-1), ignore_index=-100, reduction="sum")
-                count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
-                loss = loss / torch.as_tensor(count).clamp(min=1)
-                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                    loss = loss * self.accelerator.num_processes
-                return loss
-
-        _PLAIN_LOSS_TRAINER = PlainLossSFTTrainer
-    return _PLAIN_LOSS_TRAINER
-
-
 def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, *,
               output_dir: str, run_name: str = "sft", peft_config=None, callbacks: list | None = None,
               plan: CheckpointPlan = NO_CHECKPOINTS, **config) -> TrainedRun:
-    """Supervised fine-tuning with TRL's SFTTrainer (`plain_loss_sft_trainer`) on chat rows, trained by
-    `helpers.runs.train`.
+    """Supervised fine-tuning with TRL's SFTTrainer on chat rows, trained by `helpers.runs.train`.
 
     config: `sft_config`'s keywords (`sft_knobs(recipe)`, seed, ...). callbacks: extra TrainerCallbacks
     (e.g. one that measures the model every few steps). plan: the notebook's CheckpointPlan; this run
     checkpoints into its sub-folder `run_name`.
     """
+    from trl import SFTTrainer
+
     if eval_rows is not None:
         config.setdefault("eval_steps", config.get("logging_steps", 5))
     saving = sorted(k for k in config if k.startswith("save_") or k == "load_best_model_at_end")
@@ -143,9 +100,9 @@ def train_sft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | 
         raise ValueError(f"{saving} and a checkpoint_dir: the plan decides how this run saves; leave them out")
     config = {**plan.trainer_args(run_name, output_dir), **config}   # no plan: the caller's save settings win
     eval_dataset = sft_dataset(eval_rows, tokenizer) if eval_rows is not None else None
-    trainer = plain_loss_sft_trainer()(model=model, args=sft_config(**config), eval_dataset=eval_dataset,
-                                       train_dataset=sft_dataset(train_rows, tokenizer),
-                                       processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=sft_config(**config), train_dataset=sft_dataset(train_rows, tokenizer),
+                         eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     return train(trainer, plan)
 
 
