@@ -238,14 +238,15 @@ def learns_less_forgets_less(m):
 
 
 def _remedy(m, remedy, measured, absent):
-    """The family that forgot most (notebook 06's `remedies_on`) with a remedy against its own seeds, by fact drop."""
+    """The family that forgot most (notebook 06's `remedies_on`) with a remedy against its own seeds, by fact drop:
+    the verdict notebook 06 rendered (`remedy_verdicts`), with the numbers it came from."""
     family = m.get("remedies_on", "full")
     name = f"{family}_{remedy}"
     base = [r["fact_drop"] for r in m["runs"] if r["name"] == family]
     arm = [r["fact_drop"] for r in m["runs"] if r["name"] == name]
     if not arm:
         return judged(NOT_RUN, absent, "")
-    result = verdict(arm, base, names=(name, family), higher_is_better=False, resolution=rate_resolution(m["probes"]))
+    result = m["remedy_verdicts"][name]
     skill = [r["skill_accuracy"] for r in m["runs"] if r["name"] == name]
     return judged(from_comparison(result, f"{name} ahead of {family}"), f"{measured}, on {family} (the family "
                   "that forgot most)", f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs {family} "

@@ -110,3 +110,75 @@ def score_setting(model_name, tokenizer, train_rows: list[dict], test_rows: list
     if not adaptive:
         return {"trainable": count_parameters(run.model, trainable_only=True), **score}
     return {"trainable": adalora_trainable(run.model), **score, "kept_ranks": kept_ranks(run.model)}
+
+
+def learning_rate_sweep(model_name: str, train_rows: list[dict], test_rows: list[dict],
+                        rates: dict[str, list[float]], *, recipe: dict, steps: int, seed: int = 0,
+                        output_dir) -> list[dict]:
+    """The learning rate chosen by measurement: for each method ("lora": LoRA of the recipe's rank on every
+    linear layer; "full": full fine-tuning) and each rate of its grid, one run of `steps` steps from a fresh
+    model (`score_setting`), scored by held-out loss and by the exact match of its greedy replies. One seed
+    a point, as a sweep is: the best point and its neighbours are what to read, not a single gap."""
+    import time
+
+    from helpers.evaluation import normalize
+    from helpers.training import standard_lora
+
+    tokenizer = load_model(model_name)[1]
+    answers = [normalize(r["messages"][-1]["content"]) for r in test_rows]
+
+    def exact(replies):
+        return {"exact_match": sum(normalize(r) == a for r, a in zip(replies, answers)) / len(answers)}
+
+    found = []
+    for method, grid in rates.items():
+        if method not in ("lora", "full"):
+            raise ValueError(f"method {method!r}: the sweep knows 'lora' and 'full'")
+        for rate in grid:
+            start = time.perf_counter()
+            config = standard_lora(recipe["lora_r"]) if method == "lora" else None
+            score = score_setting(model_name, tokenizer, train_rows, test_rows, config, recipe=recipe,
+                                  learning_rate=rate, steps=steps, seed=seed, output_dir=output_dir,
+                                  run_name=f"{method}_lr{rate:g}", score_replies=exact)
+            found.append({"method": method, "learning_rate": rate, **score,
+                          "seconds": round(time.perf_counter() - start, 1)})
+            print(found[-1], flush=True)
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m helpers.sweeps`: the learning-rate sweep of a model on the tiny world's letter reversal
+    (notebook 06's skill: short, learnable in tens of steps), written to outputs/rate_sweep/<label>.json."""
+    import argparse
+    import json
+
+    from helpers.data import evenly_spaced, load_world
+    from helpers.paths import ROOT
+    from helpers.recipes import REAL_MODEL, recipe_of
+    from helpers.training import fit_to_length
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", default=REAL_MODEL)
+    parser.add_argument("--scale", default="real", help="the recipe scale whose knobs the runs use")
+    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--test-rows", type=int, default=32)
+    parser.add_argument("--lora", type=float, nargs="*", default=[2e-4, 6e-4, 2e-3, 6e-3])
+    parser.add_argument("--full", type=float, nargs="*", default=[2e-5, 6e-5, 2e-4, 6e-4])
+    parser.add_argument("--label", default="real")
+    args = parser.parse_args(argv)
+    recipe = {**recipe_of("sft", args.scale), "batch_size": args.batch_size, "max_length": args.max_length}
+    tokenizer = load_model(args.model)[1]
+    train_rows, dropped = fit_to_length(load_world("skill_train"), tokenizer, args.max_length)
+    test_rows = evenly_spaced(load_world("skill_test"), args.test_rows)
+    out = ROOT / "outputs" / "rate_sweep"
+    print(f"{len(train_rows)} training rows ({dropped} longer than {args.max_length} tokens left out), "
+          f"{len(test_rows)} held out; {args.steps} steps of {args.batch_size}")
+    rows = learning_rate_sweep(args.model, train_rows, test_rows, {"lora": args.lora, "full": args.full},
+                               recipe=recipe, steps=args.steps, output_dir=out / args.label)
+    (out / f"{args.label}.json").write_text(json.dumps({"args": vars(args), "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
