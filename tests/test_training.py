@@ -188,3 +188,33 @@ def test_course_config_settings(tmp_path):
     assert (args.completion_only_loss, args.assistant_only_loss, args.packing) == (True, False, False)
     assert (args.max_length, args.num_train_epochs, args.per_device_train_batch_size) == (64, 2, 4)
     assert args.save_strategy == "no" and args.report_to == []
+
+
+def test_scoring_label_positions_only_keeps_trl_loss(make_llama, tokenizer, tmp_path):
+    """`helpers.runs.score_label_positions_only` makes TRL's fused head score only the label positions on a CPU
+    (as it does with Triton): TRL's SFT loss on one batch is the same number, and calling it twice wraps once."""
+    import torch
+    from trl import SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    from helpers.runs import score_label_positions_only
+    from helpers.training import sft_dataset
+
+    trainer = SFTTrainer(model=make_llama(tokenizer), args=sft_config(tmp_path, learning_rate=1e-3, max_steps=1),
+                         train_dataset=sft_dataset(ROWS, tokenizer), processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    original = trl_utils._use_triton
+    try:
+        trl_utils._use_triton = lambda device: False                 # TRL's CPU path: every position
+        with torch.no_grad():
+            every = trainer.compute_loss(trainer.model, dict(batch)).item()
+        trl_utils._use_triton = original
+        score_label_positions_only()
+        score_label_positions_only()
+        assert trl_utils._use_triton(torch.device("cpu"))
+        assert trl_utils._use_triton.course_compact_on_cpu
+        with torch.no_grad():
+            compact = trainer.compute_loss(trainer.model, dict(batch)).item()
+    finally:
+        trl_utils._use_triton = original
+    assert compact == pytest.approx(every, abs=1e-6)
