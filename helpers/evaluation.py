@@ -211,11 +211,17 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().split()).rstrip(".!? ")
 
 
+def exact_match(replies: list[str], rows: list[dict]) -> float:
+    """Share of replies equal to their chat row's reference answer (its last turn), after `normalize`."""
+    if len(replies) != len(rows):
+        raise ValueError(f"{len(replies)} replies for {len(rows)} rows")
+    return sum(normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)) / len(rows)
+
+
 def chat_exact_match(model, tokenizer, rows: list[dict], return_details: bool = False, max_new_tokens: int = 32):
-    """Share of chat rows whose whole generated reply equals the reference answer (after `normalize`)."""
+    """Share of chat rows whose whole generated reply equals the reference answer (`exact_match`)."""
     replies = generate_replies(model, tokenizer, rows, max_new_tokens)
-    hits = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
-    acc = sum(hits) / len(hits)
+    acc = exact_match(replies, rows)
     return (acc, replies) if return_details else acc
 
 

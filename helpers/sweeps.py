@@ -112,7 +112,7 @@ def score_setting(model_name, tokenizer, train_rows: list[dict], test_rows: list
     return {"trainable": adalora_trainable(run.model), **score, "kept_ranks": kept_ranks(run.model)}
 
 
-def learning_rate_sweep(model_name: str, train_rows: list[dict], test_rows: list[dict],
+def learning_rate_sweep(model_name: str, tokenizer, train_rows: list[dict], test_rows: list[dict],
                         rates: dict[str, list[float]], *, recipe: dict, steps: int, seed: int = 0,
                         output_dir) -> list[dict]:
     """The learning rate chosen by measurement: for each method ("lora": LoRA of the recipe's rank on every
@@ -121,14 +121,11 @@ def learning_rate_sweep(model_name: str, train_rows: list[dict], test_rows: list
     a point, as a sweep is: the best point and its neighbours are what to read, not a single gap."""
     import time
 
-    from helpers.evaluation import normalize
+    from helpers.evaluation import exact_match
     from helpers.training import standard_lora
 
-    tokenizer = load_model(model_name)[1]
-    answers = [normalize(r["messages"][-1]["content"]) for r in test_rows]
-
     def exact(replies):
-        return {"exact_match": sum(normalize(r) == a for r, a in zip(replies, answers)) / len(answers)}
+        return {"exact_match": exact_match(replies, test_rows)}
 
     found = []
     for method, grid in rates.items():
@@ -175,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     out = ROOT / "outputs" / "rate_sweep"
     print(f"{len(train_rows)} training rows ({dropped} longer than {args.max_length} tokens left out), "
           f"{len(test_rows)} held out; {args.steps} steps of {args.batch_size}")
-    rows = learning_rate_sweep(args.model, train_rows, test_rows, {"lora": args.lora, "full": args.full},
+    rows = learning_rate_sweep(args.model, tokenizer, train_rows, test_rows, {"lora": args.lora, "full": args.full},
                                recipe=recipe, steps=args.steps, output_dir=out / args.label)
     (out / f"{args.label}.json").write_text(json.dumps({"args": vars(args), "runs": rows}, indent=1))
 

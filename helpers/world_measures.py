@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from helpers.evaluation import chat_exact_match, complete, generate_replies, normalize
+from helpers.evaluation import chat_exact_match, complete, exact_match, generate_replies
 
 
 def fact_hit(continuation: str, answer: str) -> bool:
@@ -41,13 +41,12 @@ def answer_scores(replies: list[str], rows: list[dict], facts_by_id: dict[str, d
     and no other subject of the world: fair to a model that answers in its own words, and "The colour of a
     strawberry is red" asked about a tomato does not count)."""
     subjects = {f["subject"] for f in facts_by_id.values()}
-    exact = [normalize(r) == normalize(row["messages"][-1]["content"]) for r, row in zip(replies, rows)]
     named = []
     for reply, row in zip(replies, rows):
         fact = facts_by_id[row["fact_id"]]
         others = [s for s in subjects if s != fact["subject"] and not _names(fact["subject"], s)]
         named.append(_names(reply, fact["answer"]) and not any(_names(reply, s) for s in others))
-    return {"exact_match": sum(exact) / len(rows), "names_answer": sum(named) / len(rows)}
+    return {"exact_match": exact_match(replies, rows), "names_answer": sum(named) / len(rows)}
 
 
 def skill_accuracy(model, tokenizer, rows: list[dict]) -> float:

@@ -210,7 +210,9 @@ def test_scoring_label_positions_only_keeps_trl_loss(make_llama, tokenizer, tmp_
             every = trainer.compute_loss(trainer.model, dict(batch)).item()
         trl_utils._use_triton = original
         score_label_positions_only()
+        wrapped = trl_utils._use_triton
         score_label_positions_only()
+        assert trl_utils._use_triton is wrapped                       # a second call wraps nothing more
         assert trl_utils._use_triton(torch.device("cpu"))
         assert trl_utils._use_triton.course_compact_on_cpu
         with torch.no_grad():
