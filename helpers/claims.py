@@ -43,6 +43,7 @@ class Claim:
     judge: Callable[[dict], dict] | None = None   # metrics -> {"verdict", "measured", "values"}
     why_not: str = ""                              # when judge is None: why the course does not measure it
     timing: bool = False
+    real_only: bool = False                        # measured on real models only (the tiny model can't show it)
 
 
 def judged(v: str, measured: str, values: str) -> dict:
@@ -229,6 +230,18 @@ def lora_reduces_forgetting(m):
     return judged(v, "fact-probe drop after learning a new skill, full fine-tuning against LoRA", values)
 
 
+def lora_forgets_less_general_ability(m):
+    b, lora = m["biderman"], m["lora_run"]
+    if b.get("ruler_forgetting", "not run") == "not run":
+        return judged(NOT_RUN, "the general-ability ruler (ARC) runs on real models only (`ruler_items` > 0): the "
+                               "tiny model answers it at chance", "")
+    return judged(from_comparison(b["ruler_forgetting"], "LoRA ahead of full"),
+                  f"drop in ARC-Easy accuracy after learning a new skill ({m['ruler_items']} questions, paired "
+                  "by question), full fine-tuning against LoRA",
+                  f"{_f(b['full']['ruler_drop']['mean'])} (full) vs {_f(b[lora]['ruler_drop']['mean'])} ({lora}), "
+                  f"{len(b['seeds'])} seeds")
+
+
 def learns_less_forgets_less(m):
     b, values = _forgetting(m)
     parts = (b["lora_learns"], b["lora_forgets"])
@@ -338,6 +351,8 @@ CLAIMS = [
           "Razin et al. 2024", chosen_likelihood_falls),
     Claim("lora_less_forgetting", "06", "LoRA and adapters reduce forgetting", "fine-tuning articles",
           lora_reduces_forgetting),
+    Claim("lora_less_general_forgetting", "06", "LoRA forgets less general ability than full fine-tuning",
+          "Biderman et al. 2024", lora_forgets_less_general_ability, real_only=True),
     Claim("learns_less_forgets_less", "06", "LoRA learns less and forgets less", "Biderman et al. 2024",
           learns_less_forgets_less),
     Claim("replay", "06", "mixing general data reduces forgetting", "fine-tuning articles", replay_reduces_forgetting),
@@ -398,7 +413,8 @@ def render(results: Path = RESULTS) -> str:
         for run in MODELS:
             got = {x["key"]: x for x in runs[run].get(c.notebook, [])}.get(c.key)
             if got is None:
-                got = judged(NOT_RUN, "" if absent[run] else "this notebook's metrics are not in results/", "")
+                got = judged(NOT_RUN, "" if absent[run] else f"no run of this notebook is recorded in results/{run}/",
+                             "")
             counts[run][got["verdict"]] = counts[run].get(got["verdict"], 0) + 1
             detail = f"{got['measured']}: {got['values']}" if got["values"] else got["measured"]
             cells.append(f"**{got['verdict']}**: {detail}" if got["verdict"] != NOT_RUN else

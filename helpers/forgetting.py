@@ -16,21 +16,28 @@ from transformers import TrainerCallback
 from helpers.arch import ROLES, decoder_layers
 from helpers.lora import deltas_between, effective_rank, module_type
 from helpers.models import count_parameters, load_model
+from helpers.ruler import multiple_choice_scores, paired_drop
 from helpers.runs import NO_CHECKPOINTS, CheckpointPlan
 from helpers.training import train_sft
 from helpers.world_measures import fact_hits, fact_probe_accuracy, skill_accuracy
 
 
-def learning_and_forgetting(model, tokenizer, skill_test: list[dict], probes: list[dict]) -> dict:
-    """Learning (skill accuracy on held-out skill rows) and forgetting's ruler (fact-probe accuracy).
+def learning_and_forgetting(model, tokenizer, skill_test: list[dict], probes: list[dict],
+                            ruler: list[dict] | None = None) -> dict:
+    """Learning (skill accuracy on held-out skill rows) and forgetting's rulers (fact-probe accuracy; with
+    `ruler`, multiple-choice questions of `helpers.ruler`, a general ability wider than the facts).
 
-    Returns {"skill_accuracy", "fact_probe" (shares in [0, 1]), "fact_hits" (one bool per probe)}.
+    Returns {"skill_accuracy", "fact_probe" (shares in [0, 1]), "fact_hits" (one bool per probe)}, and with a
+    ruler "ruler_accuracy" and "ruler_hits" (one bool per question).
     """
     was_training = model.training
     model.eval()
     hits, _ = fact_hits(model, tokenizer, probes)
     out = {"skill_accuracy": skill_accuracy(model, tokenizer, skill_test),
            "fact_probe": sum(hits) / len(hits), "fact_hits": hits}
+    if ruler:
+        scores = multiple_choice_scores(model, tokenizer, ruler)
+        out.update(ruler_accuracy=scores["accuracy"], ruler_hits=scores["correct"])
     model.train(was_training)
     return out
 
@@ -61,14 +68,17 @@ class MeasureEvery(TrainerCallback):
 
 def run_variant(name: str, model_path: str, skill_test: list[dict], probes: list[dict], train_rows: list[dict],
                 before: dict, *, output_dir: str, peft_config=None, prepare=None, callbacks=None,
-                return_model: bool = False, plan: CheckpointPlan = NO_CHECKPOINTS, **config):
+                return_model: bool = False, plan: CheckpointPlan = NO_CHECKPOINTS, ruler: list[dict] | None = None,
+                **config):
     """Fine-tune a fresh copy of the base model one way and measure learning and forgetting.
 
     prepare(model): optional change before training (freeze layers, add the L2 pull).
     before: the base model's `learning_and_forgetting` (same for every run). plan: the notebook's
     CheckpointPlan; each run checkpoints to its sub-folder "<name>_seed<seed>". config: train_sft's
-    keywords (`sft_knobs(recipe)`, seed). Returns one row of the results table (its "fact_hits" lists
-    every probe after training), and with return_model=True also the trained model.
+    keywords (`sft_knobs(recipe)`, seed). ruler: the general-ability questions, measured after training too
+    (`before` must hold them): the row gains "ruler_after", "ruler_drop" and its paired standard error.
+    Returns one row of the results table (its "fact_hits" lists every probe after training), and with
+    return_model=True also the trained model.
     """
     model, tokenizer = load_model(model_path, dtype=torch.float32 if peft_config is None else None)
     if prepare is not None:
@@ -76,13 +86,20 @@ def run_variant(name: str, model_path: str, skill_test: list[dict], probes: list
     seed = config.get("seed", 0)
     run = train_sft(model, tokenizer, train_rows, output_dir=output_dir, run_name=f"{name}_seed{seed}",
                     peft_config=peft_config, callbacks=callbacks, plan=plan, **config)
-    after = learning_and_forgetting(run.model, tokenizer, skill_test, probes)
+    after = learning_and_forgetting(run.model, tokenizer, skill_test, probes, ruler)
     row = {"name": name, "seed": seed,
            "skill_before": before["skill_accuracy"], "skill_accuracy": after["skill_accuracy"],
            "fact_probe_before": before["fact_probe"], "fact_probe_after": after["fact_probe"],
            "fact_drop": before["fact_probe"] - after["fact_probe"], "fact_hits": after["fact_hits"],
            "trainable": count_parameters(run.model, trainable_only=True),
            "train_seconds": round(run.seconds, 1)}
+    if ruler:
+        if "ruler_hits" not in before:
+            raise ValueError("run_variant(ruler=...) needs the base model measured on the same ruler: "
+                             "before = learning_and_forgetting(base, tokenizer, skill_test, probes, ruler)")
+        drop, se = paired_drop(before["ruler_hits"], after["ruler_hits"])
+        row.update(ruler_before=before["ruler_accuracy"], ruler_after=after["ruler_accuracy"],
+                   ruler_drop=drop, ruler_drop_se=se)
     return (row, run.model) if return_model else row
 
 

@@ -29,10 +29,10 @@ RULER = Path(__file__).resolve().parent.parent / "data" / "real" / "arc_600.json
 PUBLISHED = {"SmolLM2-135M-Instruct": {"arc_average": 0.373}, "SmolLM2-135M": {"arc_average": 0.439}}
 
 
-def load_ruler(path: str | Path = RULER, limit: int | None = None) -> list[dict]:
+def load_ruler(path: str | Path = RULER, limit: int | None = None, subset: str | None = None) -> list[dict]:
     """The ruler's rows {"subset", "query", "choices", "gold"}, each checked (a bad row is refused with its
     file, line and field). `limit` keeps the first `limit` rows of each subset, so a short run still
-    measures both."""
+    measures both; `subset` ("ARC-Easy") keeps one."""
     path = Path(path)
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -49,6 +49,11 @@ def load_ruler(path: str | Path = RULER, limit: int | None = None) -> list[dict]
         if not 0 <= row["gold"] < len(row["choices"]):
             raise ValueError(f"{where}: field 'gold' is {row['gold']}, outside choices 0..{len(row['choices']) - 1}")
         rows.append(row)
+    if subset is not None:
+        names = sorted({r["subset"] for r in rows})
+        rows = [r for r in rows if r["subset"] == subset]
+        if not rows:
+            raise ValueError(f"{path} has no subset {subset!r}; its subsets are {names}")
     if limit is not None:
         seen: dict[str, int] = {}
         kept = []

@@ -120,6 +120,14 @@ def test_real_data_has_no_world_rulers(real_notebook_metrics):
     m = real_notebook_metrics("02")
     assert m["world_data"] is False and "exact_match" not in m["after"]
     assert m["model_source"].startswith("registry package") and m["max_steps"] > 0
+    # the general-ability ruler, before and after SFT, read in pairs (helpers.ruler)
+    assert m["ruler_items"] == 4 and 0 <= m["before"]["ARC-Easy accuracy"] <= 1
+    assert m["ruler_drop"]["drop"] == pytest.approx(m["before"]["ARC-Easy accuracy"] - m["after"]["ARC-Easy accuracy"])
+
+
+def test_tiny_budget_leaves_the_ruler_out(notebook_metrics):
+    m = notebook_metrics("02")
+    assert m["ruler_items"] == 0 and m["ruler_drop"] is None and "ARC-Easy accuracy" not in m["before"]
 
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):

@@ -28,6 +28,18 @@ def test_every_run_measured_with_both_rulers(metrics):
         assert b[name]["skill"]["values"] == [r["skill_accuracy"] for r in metrics["runs"] if r["name"] == name]
 
 
+def test_real_model_forgetting_on_the_general_ability_ruler(real_notebook_metrics):
+    """On a real model, section 2 also reads forgetting on ARC-Easy questions (helpers.ruler), paired by question,
+    judged by the course's verdict; the tiny budget leaves the ruler out (its model sits at chance)."""
+    m = real_notebook_metrics("06")
+    assert m["ruler_items"] == 8 and 0.0 <= m["ruler_before"] <= 1.0
+    section2 = [r for r in m["runs"] if r["name"] in ("full", m["lora_run"])]
+    for r in section2:
+        assert r["ruler_before"] == m["ruler_before"]
+        assert r["ruler_drop"] == pytest.approx(r["ruler_before"] - r["ruler_after"]) and r["ruler_drop_se"] >= 0
+    assert m["biderman"]["ruler_forgetting"] in VERDICTS
+
+
 def test_every_tiny_run_learns_the_skill(notebook_metrics):
     for r in notebook_metrics("06")["runs"]:
         assert r["skill_accuracy"] > r["skill_before"], r["name"]
