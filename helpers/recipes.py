@@ -192,9 +192,11 @@ BUDGETS: dict[str, dict[str, dict]] = {
     "benchmark": {
         "00": {"model": REAL_MODEL},
         "01": {"model": REAL_MODEL, "max_steps": 16, "batch_size": 8, "max_train_rows": 256, "timing_repeats": 5},
-        "02": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "max_train_rows": 256, "max_eval_rows": 24,
-               "max_steps": 24, "batch_size": 8, "max_length": 256, "sweep_steps": 0, "overfit_epochs": 0,
-               "ruler_items": 200},
+        # the world's chat questions (real facts, one-sentence answers): a behaviour the data teaches (the answer
+        # sentence, replies that stop) in 48 steps; Alpaca moved the held-out loss 0.1 nat in 24 and nothing else
+        "02": {"model": REAL_MODEL, "dataset": "data/world/sft_train.jsonl", "max_train_rows": 256,
+               "max_eval_rows": 64, "max_steps": 48, "batch_size": 8, "max_length": 256, "sweep_steps": 0,
+               "overfit_epochs": 0, "ruler_items": 200},
         "03": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "max_train_rows": 128, "max_eval_rows": 16,
                "max_steps": 12, "batch_size": 8, "max_length": 256, "seeds": [0], "lr_sweep_steps": 12},
         "04": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "max_train_rows": 128, "max_eval_rows": 16,
