@@ -191,7 +191,8 @@ BUDGETS: dict[str, dict[str, dict]] = {
     # 3 seeds and the ARC ruler 23 minutes (2026-12-02), where its arms learn the skill.
     "benchmark": {
         "00": {"model": REAL_MODEL},
-        "01": {"model": REAL_MODEL, "max_steps": 16, "batch_size": 8, "max_train_rows": 256, "timing_repeats": 5},
+        # 48 steps: long enough for the full fine-tune's ΔW spectrum to say something (16 were too few)
+        "01": {"model": REAL_MODEL, "max_steps": 48, "batch_size": 8, "max_train_rows": 256, "timing_repeats": 5},
         # the world's chat questions (real facts, one-sentence answers): a behaviour the data teaches (the answer
         # sentence, replies that stop) in 48 steps; Alpaca moved the held-out loss 0.1 nat in 24 and nothing else
         "02": {"model": REAL_MODEL, "dataset": "data/world/sft_train.jsonl", "max_train_rows": 256,
