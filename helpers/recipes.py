@@ -210,7 +210,8 @@ BUDGETS: dict[str, dict[str, dict]] = {
         "06": {"model": REAL_MODEL, "seeds": [0, 1, 2], "max_steps": 48, "batch_size": 8, "lr_scales": [], "ranks": [],
                "replay_ratios": [0.25], "max_probes": 96, "max_skill_rows": 32, "put_back": False,
                "alignment_tax": False, "measure_every": 12, "ruler_items": 200},
-        "07": {"model": REAL_MODEL, "steps": {"facts": 12, "skill": 12, "persona": 12}, "seeds": [0, 1, 2],
+        # 48 steps an adapter at the sweep's rate: each learns its task (12 at the old rate learned none)
+        "07": {"model": REAL_MODEL, "steps": {"facts": 48, "skill": 48, "persona": 48}, "seeds": [0, 1, 2],
                "batch_size": 8,
                "max_eval_rows": 16, "timing_repeats": 3, "combination_types": ["cat"]},
         "08": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "batch_size": 4, "seq_len": 256,
