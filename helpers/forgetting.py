@@ -80,6 +80,9 @@ def run_variant(name: str, model_path: str, skill_test: list[dict], probes: list
     Returns one row of the results table (its "fact_hits" lists every probe after training), and with
     return_model=True also the trained model.
     """
+    if ruler and "ruler_hits" not in before:   # refused before training, not after it
+        raise ValueError("run_variant(ruler=...) needs the base model measured on the same ruler: "
+                         "before = learning_and_forgetting(base, tokenizer, skill_test, probes, ruler)")
     model, tokenizer = load_model(model_path, dtype=torch.float32 if peft_config is None else None)
     if prepare is not None:
         prepare(model)
@@ -94,9 +97,6 @@ def run_variant(name: str, model_path: str, skill_test: list[dict], probes: list
            "trainable": count_parameters(run.model, trainable_only=True),
            "train_seconds": round(run.seconds, 1)}
     if ruler:
-        if "ruler_hits" not in before:
-            raise ValueError("run_variant(ruler=...) needs the base model measured on the same ruler: "
-                             "before = learning_and_forgetting(base, tokenizer, skill_test, probes, ruler)")
         drop, se = paired_drop(before["ruler_hits"], after["ruler_hits"])
         row.update(ruler_before=before["ruler_accuracy"], ruler_after=after["ruler_accuracy"],
                    ruler_drop=drop, ruler_drop_se=se)

@@ -46,7 +46,7 @@ def test_shared_prompt_pass_equals_scoring_each_choice_whole(tiny):
     pairs = [(tokenizer(i["query"] + "\nAnswer:", add_special_tokens=False)["input_ids"],
               tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for i in items for c in i["choices"]]
     model.eval()
-    whole = completion_logps(model, pairs, tokenizer.pad_token_id or tokenizer.eos_token_id)
+    whole = completion_logps(model, pairs, tokenizer.pad_token_id)
     assert torch.allclose(fast, whole, atol=1e-3), (fast - whole).abs().max()
 
 
