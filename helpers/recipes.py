@@ -46,11 +46,17 @@ RECIPES: dict[str, dict[str, dict]] = {
     # notebook 05's β sweep of DPO + NLL (2026-12-02, one seed, 48 held-out pairs: preferred rate 0.56, 0.69,
     # 0.81, 0.65 and habit rate 0.25, 0.15, 0.00, 0.17 at β = 0.02, 0.1, 0.5, 2; below 0.5 the NLL term, which
     # imitates chosen answers half of which carry the habit, outweighs the contrast).
-    # "real": LoRA DPO on a 100M-8B instruct model; peers use 5e-6 to 5e-5 with LoRA.
+    # "real": by measurement on SmolLM2-135M-Instruct (2026-12-02; the world's habit pairs after 48 steps of SFT
+    # on the sloppy set, which ends 48% of 48 held-out replies with the sign-off; plain DPO, LoRA r=8, batch 8,
+    # β 0.1, one seed a point; `results/rate_sweep/smollm2_135m_dpo.json`), habit rate / preferred rate /
+    # held-out log π(chosen) change: 24 steps at 5e-5 0.10 / 0.77 / -0.08 nats; 12 steps at 1.5e-4 0.00 / 0.85
+    # / -0.24; 24 at 5e-4 0.00 / 0.52 / -12.7 ("The capital of Angola is Angola."); 24 at 2e-3 0.00 / 0.00 /
+    # -136 (replies a single word), each with implicit reward accuracy 0.94-0.96: the curves cannot tell these
+    # runs apart, the replies can. 1.5e-4 for tens of steps; peers' 5e-6 to 5e-5 suit hundreds.
     "dpo": {
         "tiny": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 16, "max_length": 128, "beta": 0.5,
                  "sft_weight": 1.0, "lora_r": 8},
-        "real": {"learning_rate": 5e-5, "epochs": 1, "batch_size": 8, "max_length": 384, "beta": 0.1,
+        "real": {"learning_rate": 1.5e-4, "epochs": 1, "batch_size": 8, "max_length": 384, "beta": 0.1,
                  "sft_weight": 0.0, "lora_r": 8},
     },
     # warmup_sft_steps: SFT steps before RL, so that the policy sometimes succeeds (a group whose answers all
@@ -142,7 +148,7 @@ TINY_BUDGET: dict[str, dict] = {
     "05": {"model": TINY_MODEL, "dataset": "", "seeds": [0, 1, 2],
            "max_train_rows": None, "max_eval_rows": None, "max_steps": -1,
            "batch_size": None, "max_length": None, "sweep_betas": [0.02, 0.1, 0.5, 2.0], "max_probes": None,
-           "check_pairs": 16},
+           "check_pairs": 16, "ruler_items": 0},
     "06": {"model": TINY_MODEL, "seeds": [0, 1, 2], "max_steps": None, "batch_size": None, "lr_scales": [0.33, 0.67],
            "ranks": [1, 64],
            "replay_ratios": [0.25, 0.5], "max_probes": None, "max_skill_rows": None, "put_back": True,
@@ -174,7 +180,7 @@ BUDGETS: dict[str, dict[str, dict]] = {
         "05": {"model": REAL_MODEL, "dataset": REAL_PREFERENCE_DATA, "seeds": [0],
                "max_train_rows": 32, "max_eval_rows": 12,
                "max_steps": 2, "batch_size": 2, "max_length": 128, "sweep_betas": [], "max_probes": 32,
-               "check_pairs": 4},
+               "check_pairs": 4, "ruler_items": 4},
         "06": {"model": REAL_MODEL, "seeds": [0], "max_steps": 3, "batch_size": 4, "lr_scales": [], "ranks": [],
                "replay_ratios": [0.25], "max_probes": 32, "max_skill_rows": 8, "put_back": False,
                "alignment_tax": False, "measure_every": 3, "ruler_items": 8},
@@ -202,10 +208,12 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "max_steps": 12, "batch_size": 8, "max_length": 256, "seeds": [0], "lr_sweep_steps": 12},
         "04": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "max_train_rows": 128, "max_eval_rows": 16,
                "max_steps": 12, "batch_size": 8, "max_length": 256, "seeds": [0], "max_probes": 96, "max_texts": 64},
-        "05": {"model": REAL_MODEL, "dataset": REAL_PREFERENCE_DATA, "seeds": [0, 1, 2],
-               "max_train_rows": 128, "max_eval_rows": 48,
-               "max_steps": 12, "batch_size": 4, "max_length": 192, "sweep_betas": [], "max_probes": 96,
-               "check_pairs": 8},
+        # the world's preference pairs (SFT on the sloppy set first: the habit to remove); 12 steps at
+        # the measured rate remove the habit (the recipe's comment)
+        "05": {"model": REAL_MODEL, "dataset": "", "seeds": [0, 1, 2],
+               "max_train_rows": None, "max_eval_rows": None,
+               "max_steps": 12, "batch_size": 8, "max_length": 128, "sweep_betas": [], "max_probes": 96,
+               "check_pairs": 8, "ruler_items": 200},
         # 48 steps: the learning-rate sweep's length, where LoRA (2e-3) and full fine-tuning (2e-4) learn the skill
         "06": {"model": REAL_MODEL, "seeds": [0, 1, 2], "max_steps": 48, "batch_size": 8, "lr_scales": [], "ranks": [],
                "replay_ratios": [0.25], "max_probes": 96, "max_skill_rows": 32, "put_back": False,
@@ -237,7 +245,7 @@ BUDGETS: dict[str, dict[str, dict]] = {
         "05": {"model": REAL_MODEL, "dataset": REAL_PREFERENCE_DATA, "seeds": [0, 1, 2],
                "max_train_rows": 512, "max_eval_rows": 96,
                "max_steps": 60, "batch_size": 8, "max_length": 256, "sweep_betas": [0.1, 0.5], "max_probes": 200,
-               "check_pairs": 8},
+               "check_pairs": 8, "ruler_items": 300},
         "06": {"model": REAL_MODEL, "seeds": [0, 1, 2], "max_steps": 60, "batch_size": 8, "lr_scales": [],
                "ranks": [64],
                "replay_ratios": [0.25], "max_probes": 200, "max_skill_rows": 64, "put_back": False,

@@ -82,6 +82,16 @@ def test_real_pairs_are_cut_from_hh_transcripts(real_notebook_metrics):
     m = real_notebook_metrics("05")
     assert m["world_data"] is False and m["sft_first"] is False and m["train_rows"] > 0
     assert m["model_source"].startswith("registry package")
+    # general ability (helpers.ruler) before and after, read in pairs, for the aligned arm at each seed
+    r = m["ruler"]
+    assert m["ruler_items"] == 4 and 0 <= r["before"] <= 1 and r["arm"] == "DPO"
+    assert len(r["drops"]) == len(m["seeds"]) == len(r["ses"]) and all(se >= 0 for se in r["ses"])
+
+
+def test_tiny_budget_leaves_the_ruler_out(notebook_metrics):
+    """The tiny model sits at chance on ARC: the tiny budget measures no general-ability ruler."""
+    m = notebook_metrics("05")
+    assert m["ruler_items"] == 0 and m["ruler"] is None
 
 
 def test_the_chosen_answers_likelihood_is_tracked_per_arm(metrics):
