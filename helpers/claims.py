@@ -294,6 +294,8 @@ def modules_additive(m):
 
 
 def dr_grpo_length(m):
+    if "wrong_length" not in m.get("control_verdicts", {}):
+        return judged(NOT_RUN, "this budget ran no loss-type controls (`control_steps`, `control_arms`)", "")
     v, c = m["control_verdicts"]["wrong_length"], m["controls"]
     g, d = c['loss_type="grpo"']["wrong_tokens"], c['loss_type="dr_grpo"']["wrong_tokens"]
     return judged(from_comparison(v, '"grpo" ahead of "dr_grpo"'),
@@ -304,6 +306,8 @@ def dr_grpo_length(m):
 
 
 def random_reward_no_gain(m):
+    if "placebo_vs_start" not in m.get("control_verdicts", {}):
+        return judged(NOT_RUN, "this budget ran no placebo control (`control_steps`, `control_arms`)", "")
     v, c = m["control_verdicts"], m["controls"]
     gained = v["placebo_vs_start"] == "the placebo ahead of the start"
     return judged(CONTRADICTED if gained else SUPPORTED,

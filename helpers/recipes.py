@@ -61,12 +61,16 @@ RECIPES: dict[str, dict[str, dict]] = {
     },
     # warmup_sft_steps: SFT steps before RL, so that the policy sometimes succeeds (a group whose answers all
     # score 0 teaches nothing). Tiny, measured in notebook 09: 2e-3 degraded exact accuracy, 1e-3 raised it.
-    # Real models: peers use ~1e-6 (full) to ~1e-5 (LoRA) over hundreds of steps; 5e-5 suits short runs.
+    # "real": by measurement on SmolLM2-135M-Instruct (2026-12-02; 12 SFT warm-up steps on letter reversal, which
+    # leave it partly solving the task: greedy exact 0.56 on 32 held-out prompts, 4 sampled replies each 0.45;
+    # then 12 GRPO steps of 4 prompts x 8 completions on reversal_partial, LoRA r=8, one seed a point;
+    # results/rate_sweep/smollm2_135m_grpo.json), greedy / sampled exact: 5e-5 0.59 / 0.48, 2e-4 0.62 / 0.54,
+    # 6e-4 0.72 / 0.61, 2e-3 0.44 / 0.34. Peers' ~1e-5 (LoRA) over hundreds of steps moves nothing in tens.
     "grpo": {
         "tiny": {"learning_rate": 1e-3, "max_steps": 60, "prompts_per_step": 8, "num_generations": 8,
                  "temperature": 1.0, "beta": 0.04, "max_completion_length": 16, "lora_r": 8,
                  "warmup_sft_steps": 80},
-        "real": {"learning_rate": 5e-5, "max_steps": 30, "prompts_per_step": 4, "num_generations": 8,
+        "real": {"learning_rate": 6e-4, "max_steps": 30, "prompts_per_step": 4, "num_generations": 8,
                  "temperature": 1.0, "beta": 0.04, "max_completion_length": 24, "lora_r": 8,
                  "warmup_sft_steps": 60},
     },
@@ -161,7 +165,8 @@ TINY_BUDGET: dict[str, dict] = {
            "timed_steps": 5, "gen_tokens": 32, "launch_steps": 3},
     "09": {"model": TINY_MODEL, "reward": "reversal_exact", "warmup_sft_steps": None, "max_steps": None,
            "prompts_per_step": None, "num_generations": None, "seeds": [0, 1, 2], "hack_steps": 30,
-           "generations_sweep": [2, 4, 8], "control_steps": 15, "max_eval_rows": None, "max_probes": None},
+           "generations_sweep": [2, 4, 8], "control_steps": 15, "max_eval_rows": None, "max_probes": None,
+           "control_arms": ["real reward", "placebo reward", 'loss_type="grpo"', 'loss_type="dr_grpo"']},
 }
 
 BUDGETS: dict[str, dict[str, dict]] = {
@@ -224,9 +229,12 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "max_eval_rows": 16, "timing_repeats": 3, "combination_types": ["cat"]},
         "08": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "batch_size": 4, "seq_len": 256,
                "launch_steps": 3},
-        "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 30, "max_steps": 12,
-               "prompts_per_step": 4, "num_generations": 4, "seeds": [0, 1], "hack_steps": 0,
-               "generations_sweep": [], "control_steps": 0, "max_eval_rows": 24, "max_probes": 48},
+        # 12 warm-up steps leave the task partly solved (greedy 0.56); 12 GRPO steps at the measured rate, and
+        # the placebo at the same budget (the real reward's control runs are the seeds' GRPO runs, reused)
+        "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 12, "max_steps": 12,
+               "prompts_per_step": 4, "num_generations": 8, "seeds": [0, 1, 2], "hack_steps": 0,
+               "generations_sweep": [], "control_steps": 12, "max_eval_rows": 32, "max_probes": 48,
+               "control_arms": ["real reward", "placebo reward"]},
     },
     # A free Colab T4, about 10 minutes a notebook. AN ESTIMATE, not yet run on a T4: the benchmark's rows
     # and steps scaled by a T4's throughput over 2 CPU cores (notebook 08 measures both).

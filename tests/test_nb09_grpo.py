@@ -90,6 +90,7 @@ def test_the_controls_run_every_seed_and_are_judged(notebook_metrics):
     m = notebook_metrics("09")
     assert m["control_steps"] > 0
     assert set(m["controls"]) == {"real reward", "placebo reward", 'loss_type="grpo"', 'loss_type="dr_grpo"'}
+    assert set(m["control_arms"]) == set(m["controls"])    # the budget's control_arms: every one ran
     for arm in m["controls"].values():
         assert len(arm["reward"]["values"]) == len(m["seeds"]) == 3
         assert 0.0 <= arm["cut_share"]["mean"] <= 1.0
