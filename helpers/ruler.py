@@ -181,6 +181,15 @@ def paired_drop(before: list[bool], after: list[bool]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(d))
 
 
+def ruler_change(before: dict, model, tokenizer, items: list[dict]) -> dict:
+    """`model` (after training) on the questions `before` scored (`multiple_choice_scores` of the model before),
+    read in pairs: {"accuracy", "drop", "se", "correct"}, the drop and its standard error from `paired_drop`
+    (only the questions whose answer changed carry them; positive = forgot)."""
+    after = multiple_choice_scores(model, tokenizer, items)
+    drop, se = paired_drop(before["correct"], after["correct"])
+    return {"accuracy": after["accuracy"], "drop": drop, "se": se, "correct": after["correct"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m helpers.ruler`: a model's score on the ruler, beside what its model card publishes, written to
     outputs/ruler/<label>.json."""

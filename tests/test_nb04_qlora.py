@@ -59,6 +59,14 @@ def test_qlora_against_lora_is_the_verdict_of_the_runs(metrics):
         resolution=metrics["qlora_vs_lora_resolution"])
 
 
+def test_four_bit_gap_is_read_from_the_run(metrics):
+    """4 bits' cost in held-out loss before training, and what QLoRA leaves of it after (against LoRA)."""
+    q, after = metrics["quality_4bit"], metrics["heldout_loss_after"]
+    gap = metrics["four_bit_gap"]
+    assert gap["before"] == pytest.approx(q["nf4_dq"]["heldout_loss"] - q["fp32"]["heldout_loss"])
+    assert gap["after"] == pytest.approx(after["QLoRA"] - after["LoRA"])
+
+
 def test_exact_match_cannot_tell_qlora_from_lora_on_the_tiny_world(notebook_metrics):
     m = notebook_metrics("04")
     assert m["seeds"] == [0, 1, 2] and m["qlora_vs_lora_score"] == "exact_match"

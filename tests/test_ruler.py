@@ -7,7 +7,7 @@ import torch
 
 from helpers.evaluation import completion_logps
 from helpers.models import load_model
-from helpers.ruler import RULER, choice_logps, load_ruler, multiple_choice_scores, paired_drop
+from helpers.ruler import RULER, choice_logps, load_ruler, multiple_choice_scores, paired_drop, ruler_change
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,18 @@ def test_scores_pick_the_likeliest_choice(tiny):
     assert multiple_choice_scores(model, tokenizer, rigged)["accuracy"] == 1.0
     with pytest.raises(ValueError, match="no items"):
         multiple_choice_scores(model, tokenizer, [])
+
+
+def test_ruler_change_reads_the_same_questions_in_pairs(tiny):
+    model, tokenizer = tiny
+    items = load_ruler(limit=6)
+    before = multiple_choice_scores(model, tokenizer, items)
+    same = ruler_change(before, model, tokenizer, items)
+    assert same["accuracy"] == before["accuracy"] and (same["drop"], same["se"]) == (0.0, 0.0)
+    # a "before" that got every question right: the drop is the share the model gets wrong
+    perfect = {"correct": [True] * len(before["correct"])}
+    change = ruler_change(perfect, model, tokenizer, items)
+    assert change["drop"] == pytest.approx(1 - before["accuracy"]) and change["correct"] == before["correct"]
 
 
 def test_paired_drop():
