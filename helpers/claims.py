@@ -167,12 +167,21 @@ def lora_lr_ten_times_full(m):
 
 def qlora_loses_nothing(m):
     results = [m["qlora_vs_lora_verdict"], m.get("qlora_vs_lora_loss_verdict", CANT_TELL)]
-    v = CONTRADICTED if any(r == "LoRA ahead of QLoRA" for r in results) else SUPPORTED
+    # a seed gives both arms the same data order: QLoRA's loss above LoRA's in every seed is no proof of a loss
+    # (the seeds may spread wider), and no support for "nothing" either
+    by_seed = m.get("qlora_vs_lora_loss", {})
+    gaps = [q - lo for q, lo in zip(by_seed.get("QLoRA", {}).get("values", []),
+                                    by_seed.get("LoRA", {}).get("values", []))]
+    above = len(gaps) > 1 and all(g > 0 for g in gaps)
+    v = (CONTRADICTED if any(r == "LoRA ahead of QLoRA" for r in results) else CANT_TELL if above
+         else SUPPORTED)
     s, loss = m["qlora_vs_lora"], m["heldout_loss_after"]
     return judged(v, f"held-out {m['qlora_vs_lora_score'].replace('_', ' ')} and loss, {len(m['seeds'])} seeds "
-                     "(supported: no seed-proof loss)",
+                     "(supported: no seed-proof loss, and QLoRA's loss not above LoRA's in every seed)",
                   f"{_f(s['QLoRA']['mean'])} vs {_f(s['LoRA']['mean'])} ({results[0]}); loss "
-                  f"{_f(loss['QLoRA'])} vs {_f(loss['LoRA'])} ({results[1]})")
+                  f"{_f(loss['QLoRA'])} vs {_f(loss['LoRA'])} ({results[1]})"
+                  + (f"; QLoRA's loss above LoRA's in every seed ({', '.join(f'{g:+.3f}' for g in gaps)})"
+                     if above else ""))
 
 
 def nf4_suits_normal(m):

@@ -50,3 +50,13 @@ def test_a_budget_that_skipped_a_part_gives_not_run_and_a_flipped_verdict_is_fou
 @pytest.mark.parametrize("prefix", ["01", "02", "03", "04", "05", "06", "07"])
 def test_committed_claims_are_the_judges_on_the_committed_metrics(prefix):
     assert claims.disagreements(prefix, json.loads((claims.RESULTS / "tiny" / f"{prefix}.json").read_text())) == []
+
+
+def test_qlora_above_lora_in_every_seed_is_not_support_for_losing_nothing():
+    """The real benchmark's case (2026-12-02): both verdicts "can't tell", QLoRA's loss above LoRA's in each seed."""
+    m = json.loads((claims.RESULTS / "tiny" / "04.json").read_text())
+    assert claims.qlora_loses_nothing(m)["verdict"] == claims.SUPPORTED   # tiny: QLoRA below LoRA in every seed
+    above = copy.deepcopy(m)
+    above["qlora_vs_lora_loss"]["QLoRA"]["values"] = [v + 0.05 for v in m["qlora_vs_lora_loss"]["LoRA"]["values"]]
+    judged = claims.qlora_loses_nothing(above)
+    assert judged["verdict"] == claims.CANT_TELL and "above LoRA's in every seed (+0.050" in judged["values"]
