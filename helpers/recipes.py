@@ -198,8 +198,8 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "generations_sweep": [], "control_steps": 0, "max_eval_rows": 8, "max_probes": 16},
     },
     # A realistic budget on 2 CPU cores (python -m helpers.bench --budget benchmark); BENCHMARKS.md records
-    # what ran where: 46 minutes for the course at 12-24 steps a notebook (2026-11-24); 06 alone at 48 steps,
-    # 3 seeds and the ARC ruler 23 minutes (2026-12-02), where its arms learn the skill.
+    # what ran where: 46 minutes for the course at 12-24 steps a notebook (2026-11-24); at today's budgets, with
+    # the measured rates and 3 seeds, about 2 hours 20 (helpers.course.RECORDED_SECONDS, notebook by notebook).
     "benchmark": {
         "00": {"model": REAL_MODEL},
         # 48 steps: long enough for the full fine-tune's ΔW spectrum to say something (16 were too few)
