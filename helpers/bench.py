@@ -6,7 +6,7 @@
     python -m helpers.bench --inplace --no-tests  # refresh the committed notebooks' outputs, timed
 
 Both of the last two also copy the run's metrics to results/tiny/ or results/benchmark/ and render the claims
-ledger (CLAIMS.md) again (helpers.claims).
+ledger (CLAIMS.md) again (helpers.ledger).
 
 Timings are benchmarks, not tests: they are written to outputs/bench/<label>.json with the machine's
 description and printed as a markdown row for BENCHMARKS.md. To see what a CPU without native bf16
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import claims
+from helpers import ledger
 from helpers.course import execute, notebooks, run_notebook
 from helpers.env import describe_machine
 from helpers.paths import ROOT
@@ -105,7 +105,7 @@ def main() -> None:
     # the committed tiny run and the recorded real-model benchmark: their metrics and the claims ledger follow
     if args.inplace and args.budget == "tiny" or args.budget == "benchmark":
         run = args.budget
-        claims.refresh(run, outputs=ROOT / "outputs" if run == "tiny" else args.out / label)
+        ledger.refresh(run, outputs=ROOT / "outputs" if run == "tiny" else args.out / label)
         print(f"results/{run}/ and CLAIMS.md refreshed", flush=True)
     if not args.no_tests and args.budget == "tiny":
         print("running the test suite ...", flush=True)

@@ -17,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from helpers import claims
+from helpers import ledger
 from helpers.env import BATCH_ENV, OFFLINE_ENV
 from helpers.paths import NOTEBOOKS_DIR, REPO_URL, ROOT, colab_badge
 from helpers.recipes import check_parameters
@@ -125,7 +125,7 @@ def run_notebook(notebook: Path, out_dir: Path, parameters: dict | None = None, 
     metrics_path = out_dir / "metrics.json"
     params = {"output_dir": str(out_dir), "metrics_path": str(metrics_path), **(parameters or {})}
     seconds = execute(notebook, output_notebook or out_dir / notebook.name, params, live)
-    return claims.with_claims(notebook.name[:2], metrics_path, params.get("budget", "tiny")), seconds
+    return ledger.with_claims(notebook.name[:2], metrics_path, params.get("budget", "tiny")), seconds
 
 
 DRAWS = re.compile(r"plt\.(show|subplots|figure)\(|\bfig\.|\bplot_[a-z_]+\(|\bbar\(|draw_[a-z_]+\(|\.plot\(")
@@ -263,7 +263,7 @@ def main() -> None:
     if not args.inplace:
         print(f"executed notebooks and metrics in {args.out}")
     elif args.budget == "tiny":   # the committed run: its metrics and the claims ledger follow it
-        copied = claims.refresh("tiny")
+        copied = ledger.refresh("tiny")
         print(f"{len(copied)} metrics files in results/tiny/; CLAIMS.md re-rendered")
 
 

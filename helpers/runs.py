@@ -105,6 +105,37 @@ class Stopwatch(TrainerCallback):
         return self.seconds_before + (self.stop or time.perf_counter()) - self.start
 
 
+class Snapshots(TrainerCallback):
+    """A copy of the model after each of `steps` optimizer steps: `snapshots.models[step]`, in eval mode,
+    with its own forward (`drop_trl_forward_patch`).
+
+    At a constant learning rate the first n steps of a run ARE an n-step run of the same settings and seed:
+    the same batches, the same sampled completions, the same updates (a GRPO run's copy at step 6 of 9 equals
+    a 6-step run bit for bit: tests/test_grpo.py). So a notebook that also needs the shorter run reads the
+    copy instead of training it again. Under any other schedule the step-n copy is not an n-step run (a
+    decaying rate is still high at step n), and it is refused. A step the run does not reach (a resumed run
+    past it, a shorter run) leaves no copy: check `step in snapshots.models`.
+    """
+
+    def __init__(self, steps):
+        self.steps, self.models = {int(s) for s in steps if s}, {}
+
+    def on_train_begin(self, args, state, control, **kw):
+        schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        if self.steps and (schedule != "constant" or args.warmup_steps or getattr(args, "warmup_ratio", 0)):
+            raise ValueError(f"Snapshots stand in for shorter runs only at a constant learning rate with no "
+                             f"warm-up; this run has lr_scheduler_type={schedule!r}, warmup_steps="
+                             f"{args.warmup_steps}: train the shorter runs instead")
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step in self.steps:
+            import copy
+
+            snapshot = copy.deepcopy(model)
+            drop_trl_forward_patch(snapshot)   # else the copy would run the original's forward
+            self.models[state.global_step] = snapshot.eval()
+
+
 class MarkComplete(TrainerCallback):
     """After the Trainer has written a checkpoint, mark it complete (write, then rename), with the run's
     signature and the training seconds so far."""

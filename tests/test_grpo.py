@@ -157,3 +157,38 @@ def test_the_placebo_reward_ignores_the_answer_and_repeats_by_seed():
     assert first == again and set(first) == {0.0, 1.0}
     # a coin: about half each, for the right answers and the nonsense alike
     assert 0.35 < sum(first[:200]) / 200 < 0.65 and 0.35 < sum(first[200:]) / 200 < 0.65
+
+
+def test_a_snapshot_at_step_n_is_the_n_step_run(tmp_path):
+    """At a constant learning rate, a run's copy after n steps equals an n-step run of the same settings and
+    seed bit for bit (notebook 09 reads its shorter runs from such copies); any other schedule is refused."""
+    import copy
+
+    from helpers.data import load_world
+    from helpers.models import load_model
+    from helpers.runs import Snapshots
+    from helpers.training import standard_lora
+
+    rows = grpo.reversal_prompts(load_world("skill_train")[:32], where="skill_train")
+    base, tokenizer = load_model("data/tiny-base")
+    # letters_present pays the untrained model something, so the updates are not zero
+    knobs = grpo.grpo_knobs(RECIPES["grpo"]["tiny"], prompts_per_step=4, num_generations=4,
+                            max_completion_length=8)
+    snapshots = Snapshots([2, 99])
+    longer = grpo.train_grpo(copy.deepcopy(base), tokenizer, rows, [grpo.letters_present],
+                             output_dir=tmp_path, run_name="long", peft_config=standard_lora(r=4), seed=1,
+                             callbacks=[snapshots], **{**knobs, "max_steps": 3})
+    shorter = grpo.train_grpo(copy.deepcopy(base), tokenizer, rows, [grpo.letters_present],
+                              output_dir=tmp_path, run_name="short", peft_config=standard_lora(r=4), seed=1,
+                              **{**knobs, "max_steps": 2})
+    assert set(snapshots.models) == {2}   # step 99 was never reached: no copy
+    copy_at_2 = snapshots.models[2]
+    lora = {k: v for k, v in shorter.model.state_dict().items() if "lora_B" in k}
+    assert lora and any(v.abs().max() > 0 for v in lora.values())   # it learned something
+    assert all(torch.equal(v, copy_at_2.state_dict()[k]) for k, v in lora.items())
+    assert not all(torch.equal(v, longer.model.state_dict()[k]) for k, v in lora.items())   # step 3 moved on
+    assert not copy_at_2.training and "forward" not in copy_at_2.get_base_model().__dict__
+    with pytest.raises(ValueError, match="constant learning rate"):
+        grpo.train_grpo(copy.deepcopy(base), tokenizer, rows, [grpo.letters_present], output_dir=tmp_path,
+                        run_name="decay", peft_config=standard_lora(r=4), seed=1, callbacks=[Snapshots([1])],
+                        **{**knobs, "max_steps": 2, "lr_scheduler_type": "linear"})

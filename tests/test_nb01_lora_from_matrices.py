@@ -3,7 +3,7 @@ rank r >= k recovers a rank-k target, and the intrinsic rank of a full fine-tune
 on the tiny model and on the real one."""
 import pytest
 
-from helpers import claims
+from helpers import ledger
 
 MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -76,4 +76,4 @@ def test_exercise_2_a_true_rank_the_sweep_does_not_contain_runs(tmp_path):
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/01.json)."""
-    assert claims.disagreements("01", notebook_metrics("01")) == []
+    assert ledger.disagreements("01", notebook_metrics("01")) == []

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from helpers import claims
+from helpers import ledger
 
 TARGETS = ["q", "v", "q+v", "all-linear"]
 
@@ -132,7 +132,7 @@ def test_tiny_budget_leaves_the_ruler_out(notebook_metrics):
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/02.json)."""
-    assert claims.disagreements("02", notebook_metrics("02")) == []
+    assert ledger.disagreements("02", notebook_metrics("02")) == []
 
 
 def test_exercises_1_and_2_run(tmp_path):

@@ -2,7 +2,7 @@
 and the real one."""
 import pytest
 
-from helpers import claims
+from helpers import ledger
 from helpers.verdict import verdict
 
 METHODS = ("full", "lora", "prompt_tuning", "ia3")
@@ -76,7 +76,7 @@ def test_each_family_trains_at_its_best_learning_rate_from_the_sweep(notebook_me
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/03.json)."""
-    assert claims.disagreements("03", notebook_metrics("03")) == []
+    assert ledger.disagreements("03", notebook_metrics("03")) == []
 
 
 def test_exercises_1_and_2_run(tmp_path):

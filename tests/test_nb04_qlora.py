@@ -2,7 +2,7 @@
 QLoRA against LoRA over seeds; on the tiny model and on the real one."""
 import pytest
 
-from helpers import claims
+from helpers import ledger
 from helpers.quant import bits_per_param_formula
 from helpers.verdict import verdict
 
@@ -94,7 +94,7 @@ def test_nf4_is_closest_to_fp32_on_the_pretraining_text(notebook_metrics):
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/04.json)."""
-    assert claims.disagreements("04", notebook_metrics("04")) == []
+    assert ledger.disagreements("04", notebook_metrics("04")) == []
 
 
 def test_exercise_3_runs(tmp_path):

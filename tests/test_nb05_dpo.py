@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from helpers import claims
+from helpers import ledger
 
 
 @pytest.fixture(params=["tiny", "real"])
@@ -113,4 +113,4 @@ def test_the_nll_term_holds_the_chosen_answer_up(notebook_metrics):
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/05.json)."""
-    assert claims.disagreements("05", notebook_metrics("05")) == []
+    assert ledger.disagreements("05", notebook_metrics("05")) == []

@@ -3,7 +3,7 @@ learning over seeds, forgetting that follows how far the weights moved, replay t
 showed, the L2 pull; the tiny model and the real one."""
 import pytest
 
-from helpers import claims
+from helpers import ledger
 
 VERDICTS = ("LoRA ahead of full", "full ahead of LoRA", "can't tell")
 
@@ -125,4 +125,4 @@ def test_alignment_tax_and_forgetting_over_steps(notebook_metrics):
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/06.json)."""
-    assert claims.disagreements("06", notebook_metrics("06")) == []
+    assert ledger.disagreements("06", notebook_metrics("06")) == []

@@ -1,7 +1,7 @@
 """Notebook 07: many adapters on one base model: swap, route, combine (what fails and what works), merge."""
 import pytest
 
-from helpers import claims
+from helpers import ledger
 
 TASKS = ("facts", "skill", "persona")
 
@@ -71,4 +71,4 @@ def test_combinations_that_score_zero_are_still_read_by_the_loss(notebook_metric
 
 def test_claims_agree_with_the_committed_tiny_run(notebook_metrics):
     """The claims this run judges (CLAIMS.md) have the verdicts of the committed run (results/tiny/07.json)."""
-    assert claims.disagreements("07", notebook_metrics("07")) == []
+    assert ledger.disagreements("07", notebook_metrics("07")) == []

@@ -65,6 +65,20 @@ def test_stored_outputs_are_clean_and_code_fits_colab():
                 assert hit is None, f"{path.name} cell {i}: noise in stored output: {hit.group(0)!r}"
 
 
+SCREEN_LINES = 45   # STYLE: no cell longer than a screen (a laptop's notebook view shows about this many)
+
+
+def test_no_code_cell_is_longer_than_a_screen():
+    import nbformat
+
+    long = []
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        long += [f"{path.name} cell {i}: {n} lines" for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and (n := len(c.source.splitlines())) > SCREEN_LINES]
+    assert not long, f"code cells longer than {SCREEN_LINES} lines (split them where a result shows): {long}"
+
+
 def test_every_notebook_links_the_glossary_that_exists():
     from helpers.paths import ROOT
     glossary = ROOT / "GLOSSARY.md"
