@@ -20,6 +20,7 @@ effective configuration (minus where it saves and how it prints), its adapter, i
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -129,8 +130,6 @@ class Snapshots(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step in self.steps:
-            import copy
-
             snapshot = copy.deepcopy(model)
             drop_trl_forward_patch(snapshot)   # else the copy would run the original's forward
             self.models[state.global_step] = snapshot.eval()

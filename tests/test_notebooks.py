@@ -65,7 +65,7 @@ def test_stored_outputs_are_clean_and_code_fits_colab():
                 assert hit is None, f"{path.name} cell {i}: noise in stored output: {hit.group(0)!r}"
 
 
-SCREEN_LINES = 45   # STYLE: no cell longer than a screen (a laptop's notebook view shows about this many)
+SCREEN_LINES = 40   # STYLE: no cell longer than a screen (DESIGN's course contract counts 40 lines)
 
 
 def test_no_code_cell_is_longer_than_a_screen():
