@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 
 from helpers import ledger
@@ -48,20 +51,97 @@ def recorded_seconds(notebook: Path, budget: str) -> float | None:
     return RECORDED_SECONDS.get(budget, {}).get(notebook.name[:2])
 
 
-def estimate(chosen: list[Path], budget: str) -> str:
-    """One line: how long the chosen notebooks should take on this CPU, from the recorded times."""
+def estimate(chosen: list[Path], budget: str, jobs: int = 1) -> str:
+    """One line: how long the chosen notebooks should take on this CPU, from the recorded times (each alone,
+    with every core), run `jobs` at a time as `run_each` runs them."""
     from helpers.env import cpu_model_and_flags
 
     known = [recorded_seconds(nb, budget) for nb in chosen]
     if any(s is None for s in known):
         return f"no recorded time for every notebook at budget {budget!r}: no estimate"
-    minutes = sum(known) / 60
+    jobs = lanes(chosen, jobs)
+    alone = [s for nb, s in zip(chosen, known) if jobs == 1 or nb.name[:2] in RUNS_ALONE]
+    shared = [s * LANE_SLOWDOWN.get(budget, jobs) for nb, s in zip(chosen, known) if jobs > 1 and nb.name[:2] not in RUNS_ALONE]
+    minutes = (makespan(shared, jobs) + sum(alone)) / 60
+    how = f", {jobs} notebooks at a time" if jobs > 1 else ""
     if "avx512f" in cpu_model_and_flags()[1]:
-        return (f"estimate: about {minutes:.0f} min on a 2-core AVX-512 CPU like this one (recorded); about "
+        return (f"estimate: about {minutes:.0f} min on a 2-core AVX-512 CPU like this one (recorded{how}); about "
                 f"{minutes * AVX2_ONLY_SLOWDOWN:.0f} min on an AVX2-only one (the tiny course's measured "
                 f"{AVX2_ONLY_SLOWDOWN}x)")
     return (f"estimate: about {minutes * AVX2_ONLY_SLOWDOWN:.0f} min on a 2-core CPU without AVX-512 like this "
-            f"one ({minutes:.0f} min recorded on an AVX-512 one, times {AVX2_ONLY_SLOWDOWN})")
+            f"one ({minutes:.0f} min recorded on an AVX-512 one{how}, times {AVX2_ONLY_SLOWDOWN})")
+
+
+# Notebook 08 times one process against two and measures memory: it runs alone, after the others, with every core.
+RUNS_ALONE = {"08"}
+# A notebook in a lane (one thread, beside another notebook) against alone with two threads, by budget:
+# measured on the Xeon (2026-12-02, seventh session; BENCHMARKS.md), the tiny course's notebooks took 1.43x to
+# 1.69x as long in a lane (1.57x in all), so two lanes finish the course 1.2x sooner (13.7 min against 16.8).
+# Not measured for a budget: taken as slow as the cores are shared (no gain from lanes).
+LANE_SLOWDOWN = {"tiny": 1.6}
+
+
+def default_jobs(budget: str = "tiny") -> int:
+    """Notebooks run at once by default: on a CPU of 2 cores or more, 2 for a budget whose lanes were measured
+    to gain (LANE_SLOWDOWN: the tiny world's products are too small to spread over two cores, so two notebooks
+    of one thread each finish sooner than one notebook at a time with two threads); otherwise 1 (a GPU would
+    be shared by the kernels; the real model's products do use both cores)."""
+    import torch
+
+    if budget not in LANE_SLOWDOWN or torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def lanes(chosen: list[Path], jobs: int) -> int:
+    """How many notebooks `run_each` runs at once: `jobs`, no more than it has notebooks to share the cores
+    (one left alone gets every core)."""
+    shared = [nb for nb in chosen if nb.name[:2] not in RUNS_ALONE]
+    return max(1, min(jobs, len(shared)))
+
+
+def makespan(seconds: list[float], jobs: int) -> float:
+    """Seconds until the last of these jobs ends, started longest first on `jobs` lanes (as `run_each` does)."""
+    lanes = [0.0] * max(1, jobs)
+    for s in sorted(seconds, reverse=True):
+        lanes[lanes.index(min(lanes))] += s
+    return max(lanes)
+
+
+def _in_lane(threads: int, env: dict, task, notebook: Path):
+    """task(notebook) in a worker process whose kernels get `threads` threads each."""
+    os.environ.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **env})
+    try:
+        return task(notebook)
+    except Exception as e:   # papermill's error does not unpickle in the parent; its message does
+        raise RuntimeError(f"{notebook.name} failed: {e}") from None
+
+
+def run_each(chosen: list[Path], task, jobs: int = 1, budget: str = "tiny", env_for=None):
+    """Yield (notebook, task(notebook)) for each chosen notebook, as each ends.
+
+    jobs 1: one after the other, here. jobs > 1: that many at once, each in a worker process whose kernel gets
+    an equal share of the cores, the longest recorded first (so the lanes end together); RUNS_ALONE after
+    them, one at a time with every core. env_for(notebook): extra environment for its kernel (a profile path).
+    """
+    env_for = env_for or (lambda nb: {})
+    jobs = lanes(chosen, jobs)
+    alone = [nb for nb in chosen if jobs == 1 or nb.name[:2] in RUNS_ALONE]
+    shared = sorted((nb for nb in chosen if nb not in alone), key=lambda nb: -(recorded_seconds(nb, budget) or 0))
+    if shared:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            running = {pool.submit(_in_lane, threads, env_for(nb), task, nb): nb for nb in shared}
+            for done in as_completed(running):
+                yield running[done], done.result()
+    for nb in alone:
+        saved = dict(os.environ)
+        os.environ.update(env_for(nb))
+        try:
+            yield nb, task(nb)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def command_line_parameters(pairs: list[list[str]], yamls: list[str]) -> dict:
@@ -214,6 +294,23 @@ def to_html(notebook: Path, out_dir: Path) -> Path:
     return out
 
 
+def execute_in_place(nb: Path, live: bool = False) -> tuple[float, dict]:
+    """Refresh a committed notebook's outputs; returns (seconds, {})."""
+    print(f"running {nb.name} ...", flush=True)
+    return execute(nb, nb, live=live), {}
+
+
+def run_into(nb: Path, out: Path, parameters: dict, html: bool = False, live: bool = False) -> tuple[float, dict]:
+    """Run a notebook into out/<its stem>[_<budget>]; returns (seconds, its metrics)."""
+    print(f"running {nb.name} ...", flush=True)
+    budget = parameters.get("budget", "tiny")
+    out_dir = out / (nb.stem if budget == "tiny" else f"{nb.stem}_{budget}")
+    metrics, seconds = run_notebook(nb, out_dir, parameters, live=live)
+    if html:
+        print(f"  html: {to_html(out_dir / nb.name, out_dir)}", flush=True)
+    return seconds, metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the course's notebooks with papermill.")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 02")
@@ -227,6 +324,9 @@ def main() -> None:
     parser.add_argument("--inplace", action="store_true", help="save outputs into the committed notebooks")
     parser.add_argument("--sync", action="store_true", help="rewrite badges and setup cells from helpers.paths.REPO")
     parser.add_argument("--html", action="store_true", help="also render each executed notebook to HTML")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="notebooks run at once, each with its share of the cores (default: 2 for the tiny "
+                             "budget on a CPU of 2 cores or more, else 1)")
     args = parser.parse_args()
     if args.sync:
         for path in sync():
@@ -242,24 +342,27 @@ def main() -> None:
             check_parameters(nb, {"budget": args.budget, **given})
         except (KeyError, TypeError) as e:
             parser.error(e.args[0])
-    print(estimate(chosen, args.budget) + (" (before the -p/-y changes)" if given else ""), flush=True)
-    for nb in chosen:
-        print(f"running {nb.name} ...", flush=True)
-        parameters = {"budget": args.budget, **given}
-        out_dir = args.out / (nb.stem if args.budget == "tiny" else f"{nb.stem}_{args.budget}")
-        if args.inplace:
-            seconds, metrics = execute(nb, nb, live=True), {}
-        else:
-            metrics, seconds = run_notebook(nb, out_dir, parameters, live=True)
-            if args.html:
-                print(f"  html: {to_html(out_dir / nb.name, out_dir)}")
+    jobs = lanes(chosen, args.jobs or default_jobs(args.budget))
+    print(estimate(chosen, args.budget, jobs) + (" (before the -p/-y changes)" if given else ""), flush=True)
+    parameters = {"budget": args.budget, **given}
+    if args.inplace:
+        task = partial(execute_in_place, live=jobs == 1)
+    else:
+        task = partial(run_into, out=args.out, parameters=parameters, html=args.html, live=jobs == 1)
+    if jobs > 1:
+        print(f"{jobs} notebooks at a time, {max(1, (os.cpu_count() or 1) // jobs)} thread(s) each"
+              + "".join(f"; {nb.name} alone after them" for nb in chosen if nb.name[:2] in RUNS_ALONE),
+              flush=True)
+    start = time.perf_counter()
+    for nb, (seconds, metrics) in run_each(chosen, task, jobs, args.budget):
         total += seconds
         rows.append((nb.name, seconds, headline(metrics)))
-        print(f"  {seconds:6.1f} s  {headline(metrics)}", flush=True)
+        print(f"  {nb.name} {seconds:6.1f} s  {headline(metrics)}", flush=True)
     print(f"\n{'notebook':34s} {'seconds':>8s}  headline metrics")
-    for name, seconds, line in rows:
+    for name, seconds, line in sorted(rows):
         print(f"{name:34s} {seconds:8.1f}  {line}")
     print(f"{'total':34s} {total:8.1f}")
+    print(f"{'wall clock':34s} {time.perf_counter() - start:8.1f}")
     if not args.inplace:
         print(f"executed notebooks and metrics in {args.out}")
     elif args.budget == "tiny":   # the committed run: its metrics and the claims ledger follow it
