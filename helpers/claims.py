@@ -203,11 +203,18 @@ def dpo_beyond_sft(m):
 
 
 def chosen_likelihood_falls(m):
+    """Plain DPO's change of log π(chosen) and of the margin, held out; where notebook 05 knows which chosen
+    answers carry the habit the preference lowers (the tiny world's sign-off), on the others only: there a
+    fall is displacement, not the habit going."""
     d = m["displacement"]["dpo"]
-    margin = d["chosen"] - d["rejected"]
-    v = SUPPORTED if d["chosen"] < 0 < margin else CONTRADICTED if margin > 0 else CANT_TELL
-    return judged(v, "plain DPO's change of log π(chosen) and of the margin from the reference, held out",
-                  f"log π(chosen) {d['chosen']:+.2f} nats, margin {margin:+.2f}")
+    side = "_without_sign_off" if "chosen_without_sign_off" in d else ""
+    chosen, margin = d["chosen" + side], d["chosen" + side] - d["rejected" + side]
+    v = SUPPORTED if chosen < 0 < margin else CONTRADICTED if margin > 0 else CANT_TELL
+    where = ", on the held-out pairs whose chosen answer has no sign-off" if side else ", held out"
+    return judged(v, f"plain DPO's change of log π(chosen) and of the margin from the reference{where}",
+                  f"log π(chosen) {chosen:+.2f} nats, margin {margin:+.2f}"
+                  + (f" (over every pair: {d['chosen']:+.2f} and {d['chosen'] - d['rejected']:+.2f})"
+                     if side else ""))
 
 
 def _forgetting(m):
@@ -255,8 +262,10 @@ def _remedy(m, remedy, measured, absent):
         return judged(NOT_RUN, absent, "")
     result = m["remedy_verdicts"][name]
     skill = [r["skill_accuracy"] for r in m["runs"] if r["name"] == name]
+    seed = m.get("remedies_seed")   # the family's seed that forgot most (runs before it: the first seed)
+    at = f", at seed {seed}, its run that forgot most" if seed is not None else ""
     return judged(from_comparison(result, f"{name} ahead of {family}"), f"{measured}, on {family} (the family "
-                  "that forgot most)", f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs {family} "
+                  f"that forgot most{at})", f"fact drop {_f(sum(arm) / len(arm))} ({len(arm)} seed) vs {family} "
                   f"{_f(sum(base) / len(base))} ({len(base)} seeds); skill {_f(sum(skill) / len(skill))}")
 
 

@@ -166,7 +166,8 @@ TINY_BUDGET: dict[str, dict] = {
     "09": {"model": TINY_MODEL, "reward": "reversal_exact", "warmup_sft_steps": None, "max_steps": None,
            "prompts_per_step": None, "num_generations": None, "seeds": [0, 1, 2], "hack_steps": 30,
            "generations_sweep": [2, 4, 8], "control_steps": 15, "max_eval_rows": None, "max_probes": None,
-           "control_arms": ["real reward", "placebo reward", 'loss_type="grpo"', 'loss_type="dr_grpo"']},
+           "control_arms": ["real reward", "placebo reward", 'loss_type="grpo"', 'loss_type="dr_grpo"'],
+           "clip_steps": 16},
 }
 
 BUDGETS: dict[str, dict[str, dict]] = {
@@ -195,7 +196,8 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "gen_tokens": 8, "launch_steps": 3},
         "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 16, "max_steps": 2,
                "prompts_per_step": 2, "num_generations": 4, "seeds": [0], "hack_steps": 0,
-               "generations_sweep": [], "control_steps": 0, "max_eval_rows": 8, "max_probes": 16},
+               "generations_sweep": [], "control_steps": 0, "max_eval_rows": 8, "max_probes": 16,
+               "clip_steps": 0},
     },
     # A realistic budget on 2 CPU cores (python -m helpers.bench --budget benchmark); BENCHMARKS.md records
     # what ran where: 46 minutes for the course at 12-24 steps a notebook (2026-11-24); at today's budgets, with
@@ -240,7 +242,7 @@ BUDGETS: dict[str, dict[str, dict]] = {
         "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 12, "max_steps": 12,
                "prompts_per_step": 4, "num_generations": 8, "seeds": [0, 1, 2], "hack_steps": 0,
                "generations_sweep": [], "control_steps": 12, "max_eval_rows": 32, "max_probes": 48,
-               "control_arms": ["real reward", "placebo reward"]},
+               "control_arms": ["real reward", "placebo reward"], "clip_steps": 0},
     },
     # A free Colab T4, about 10 minutes a notebook. AN ESTIMATE, not yet run on a T4: the benchmark's rows
     # and steps scaled by a T4's throughput over 2 CPU cores (notebook 08 measures both).

@@ -40,9 +40,16 @@ def test_real_model_forgetting_on_the_general_ability_ruler(real_notebook_metric
     assert m["biderman"]["ruler_forgetting"] in VERDICTS
 
 
-def test_every_tiny_run_learns_the_skill(notebook_metrics):
-    for r in notebook_metrics("06")["runs"]:
-        assert r["skill_accuracy"] > r["skill_before"], r["name"]
+def test_every_tiny_run_learns_the_skill_but_the_heaviest_replay(notebook_metrics):
+    """Every run learns the skill, but replay at its highest share: there most of the answer tokens trained are
+    general text (measured 83% at half the rows), and the skill is not learned at all (0.00 on the seed that
+    forgot most), as the notebook says; the lighter replay still learns."""
+    m = notebook_metrics("06")
+    heaviest = f"{m['remedies_on']}_replay_{max(m['replay'], key=float)}"
+    for r in m["runs"]:
+        if r["name"] != heaviest:
+            assert r["skill_accuracy"] > r["skill_before"], r["name"]
+    assert m["replay"][max(m["replay"], key=float)]["general_token_share"] > 0.75
 
 
 def test_biderman_over_three_seeds_as_measured(notebook_metrics):
@@ -89,14 +96,25 @@ def test_replay_reduces_forgetting_on_probes_it_never_showed(notebook_metrics):
         assert v["skill_accuracy"] < m["biderman"][worst]["skill"]["min"], ratio
 
 
+def test_the_remedies_and_the_put_back_read_the_run_that_forgot_most(notebook_metrics):
+    m = notebook_metrics("06")
+    worst = m["remedies_on"]
+    drops = {r["seed"]: r["fact_drop"] for r in m["runs"] if r["name"] == worst}
+    assert len(drops) == 3 and m["remedies_seed"] == max(drops, key=drops.get)
+    assert m["kept_seed"][worst] == m["remedies_seed"]
+    for ratio, v in m["replay"].items():   # a general text is longer than a skill answer
+        assert float(ratio) < v["general_token_share"] < 1, ratio
+
+
 def test_every_remedy_judged_against_every_seed(notebook_metrics):
     m = notebook_metrics("06")
     worst = m["remedies_on"]
     names = set(m["remedy_verdicts"])
     assert {f"{worst}_l2", f"{worst}_last_2", f"{worst}_replay_0.25"} <= names
     assert not any("_lr" in n for n in names)                                  # section 3's runs are no remedies
-    l2 = runs(m)[(f"{worst}_l2", 0)]
-    assert l2["fact_drop"] < m["biderman"][worst]["fact_drop"]["mean"]
+    seed = m["remedies_seed"]
+    l2 = runs(m)[(f"{worst}_l2", seed)]
+    assert l2["fact_drop"] < runs(m)[(worst, seed)]["fact_drop"]   # against the same seed without it
     for name, v in m["remedy_verdicts"].items():
         assert v in (f"{name} ahead of {worst}", f"{worst} ahead of {name}", "can't tell")
 
@@ -105,7 +123,7 @@ def test_the_forgetting_sits_where_the_update_went(notebook_metrics):
     m = notebook_metrics("06")
     lora = m["lora_run"]
     why = {(r["run"], r["part"]): r for r in m["why_put_back"]}
-    after = runs(m)[(lora, 0)]["fact_probe_after"]
+    after = runs(m)[(lora, m["kept_seed"][lora])]["fact_probe_after"]   # the seed that forgot most
     assert why[(lora, "attention v, o")]["fact_probe_put_back"] > after + 0.05
     assert why[(lora, "MLP")]["relative_change"] == 0.0
     for part in ("attention q, k", "attention v, o"):

@@ -82,6 +82,15 @@ def test_the_curves_are_read_and_the_clip_never_acts(metrics):
     assert 1 <= read["peak_step"] <= metrics["recipe"]["max_steps"]
 
 
+def test_the_clip_acts_once_a_batch_is_used_twice(notebook_metrics):
+    """num_iterations=2: at a batch's first update the ratio is 1 and nothing is clipped; at its second the
+    policy has moved since it sampled, and the clip acts on some tokens."""
+    clip = notebook_metrics("09")["clip_active"]
+    assert clip["steps"] > 0
+    assert clip["first_use_max"] == 0.0
+    assert 0.0 < clip["second_use_mean"] <= clip["second_use_max"] < 1.0
+
+
 def test_forgetting_is_measured_from_the_base_model_too(notebook_metrics):
     """The SFT warm-up, not GRPO, costs the fact probes: measured from the base model and from the warm-up."""
     m = notebook_metrics("09")
