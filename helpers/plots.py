@@ -34,7 +34,11 @@ def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], title: str = ""
             steps, losses = zip(*points)
             ax.plot(steps, losses, marker="o" if len(points) < 30 else None, ms=3, label=name)
     ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:   # runs shorter than their logging interval log nothing: say so instead of an empty legend
+        ax.text(0.5, 0.5, "no step logged: the runs are shorter than their logging interval",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
     return ax
 
 
