@@ -60,9 +60,10 @@ def estimate(chosen: list[Path], budget: str, jobs: int = 1) -> str:
     if any(s is None for s in known):
         return f"no recorded time for every notebook at budget {budget!r}: no estimate"
     jobs = lanes(chosen, jobs)
-    alone = [s for nb, s in zip(chosen, known) if jobs == 1 or nb.name[:2] in RUNS_ALONE]
-    shared = [s * LANE_SLOWDOWN.get(budget, jobs) for nb, s in zip(chosen, known) if jobs > 1 and nb.name[:2] not in RUNS_ALONE]
-    minutes = (makespan(shared, jobs) + sum(alone)) / 60
+    shared, alone = split(chosen, jobs)
+    seconds = dict(zip(chosen, known))
+    in_lanes = makespan([seconds[nb] * LANE_SLOWDOWN.get(budget, jobs) for nb in shared], jobs)
+    minutes = (in_lanes + sum(seconds[nb] for nb in alone)) / 60
     how = f", {jobs} notebooks at a time" if jobs > 1 else ""
     if "avx512f" in cpu_model_and_flags()[1]:
         return (f"estimate: about {minutes:.0f} min on a 2-core AVX-512 CPU like this one (recorded{how}); about "
@@ -93,11 +94,22 @@ def default_jobs(budget: str = "tiny") -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def split(chosen: list[Path], jobs: int) -> tuple[list[Path], list[Path]]:
+    """(in lanes, alone): the notebooks `run_each` runs `jobs` at a time, and those it runs one at a time with
+    every core after them (RUNS_ALONE; every notebook when jobs is 1)."""
+    alone = [nb for nb in chosen if jobs == 1 or nb.name[:2] in RUNS_ALONE]
+    return [nb for nb in chosen if nb not in alone], alone
+
+
+def lane_threads(jobs: int) -> int:
+    """Threads for each notebook's kernel when `jobs` run at once: an equal share of the cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def lanes(chosen: list[Path], jobs: int) -> int:
     """How many notebooks `run_each` runs at once: `jobs`, no more than it has notebooks to share the cores
     (one left alone gets every core)."""
-    shared = [nb for nb in chosen if nb.name[:2] not in RUNS_ALONE]
-    return max(1, min(jobs, len(shared)))
+    return max(1, min(jobs, len(split(chosen, jobs)[0])))
 
 
 def makespan(seconds: list[float], jobs: int) -> float:
@@ -126,12 +138,11 @@ def run_each(chosen: list[Path], task, jobs: int = 1, budget: str = "tiny", env_
     """
     env_for = env_for or (lambda nb: {})
     jobs = lanes(chosen, jobs)
-    alone = [nb for nb in chosen if jobs == 1 or nb.name[:2] in RUNS_ALONE]
-    shared = sorted((nb for nb in chosen if nb not in alone), key=lambda nb: -(recorded_seconds(nb, budget) or 0))
+    shared, alone = split(chosen, jobs)
+    shared.sort(key=lambda nb: -(recorded_seconds(nb, budget) or 0))   # the longest first
     if shared:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            running = {pool.submit(_in_lane, threads, env_for(nb), task, nb): nb for nb in shared}
+            running = {pool.submit(_in_lane, lane_threads(jobs), env_for(nb), task, nb): nb for nb in shared}
             for done in as_completed(running):
                 yield running[done], done.result()
     for nb in alone:
@@ -350,7 +361,7 @@ def main() -> None:
     else:
         task = partial(run_into, out=args.out, parameters=parameters, html=args.html, live=jobs == 1)
     if jobs > 1:
-        print(f"{jobs} notebooks at a time, {max(1, (os.cpu_count() or 1) // jobs)} thread(s) each"
+        print(f"{jobs} notebooks at a time, {lane_threads(jobs)} thread(s) each"
               + "".join(f"; {nb.name} alone after them" for nb in chosen if nb.name[:2] in RUNS_ALONE),
               flush=True)
     start = time.perf_counter()

@@ -34,12 +34,18 @@ def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], title: str = ""
             steps, losses = zip(*points)
             ax.plot(steps, losses, marker="o" if len(points) < 30 else None, ms=3, label=name)
     ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
+    legend_or_no_steps(ax)
+    return ax
+
+
+def legend_or_no_steps(ax, **legend_args):
+    """A training curve's legend; where nothing was drawn (runs shorter than their logging interval log no
+    step), a line that says so instead of an empty legend and its warning."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    else:   # runs shorter than their logging interval log nothing: say so instead of an empty legend
+        ax.legend(**legend_args)
+    else:
         ax.text(0.5, 0.5, "no step logged: the runs are shorter than their logging interval",
                 ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
-    return ax
 
 
 def bar(values: dict[str, float], title: str = "", ylabel: str = "", log: bool = False, ax=None,

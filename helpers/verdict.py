@@ -22,6 +22,11 @@ def over_seeds(values: list[float]) -> dict:
             "range": max(values) - min(values), "values": values}
 
 
+def seeds_phrase(n: int) -> str:
+    """How many seeds a reading rests on, in words: "1 seed", "3 seeds"."""
+    return f"{n} seed{'s' * (n != 1)}"
+
+
 def rate_resolution(n_items: int) -> float:
     """The resolution of a rate over n items: one item more or less."""
     return 1.0 / n_items if n_items else 0.0

@@ -31,3 +31,9 @@ def test_best_and_ties_and_over_seeds():
     assert stats["mean"] == pytest.approx(0.6) and stats["range"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="one per seed"):
         verdict([], [0.1])
+
+
+def test_seeds_phrase_says_one_seed_and_many_seeds():
+    from helpers.verdict import seeds_phrase
+
+    assert [seeds_phrase(n) for n in (1, 2, 3)] == ["1 seed", "2 seeds", "3 seeds"]
