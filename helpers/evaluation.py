@@ -8,6 +8,7 @@ numbers. A function that needs a tokenizer's padding side sets it and puts it ba
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 
 import torch
@@ -52,6 +53,17 @@ class ChatTemplateError(ValueError):
     """A conversation this chat template cannot train as one example."""
 
 
+# assistant_mask's results, by tokenizer and conversation: the same rows are tokenised once per process, not once
+# per run (an ablation trains and scores tens of runs on one dataset; BENCHMARKS.md)
+_MASKS: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+_MASKS_KEPT = 200_000
+
+
+def _tokenizer_key(tokenizer) -> tuple:
+    """What decides a tokenizer's chat ids: its class, name, vocabulary size (added tokens included) and template."""
+    return type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), tokenizer.chat_template
+
+
 def assistant_mask(tokenizer, messages: list[dict], where: str = "row") -> tuple[list[int], list[int]]:
     """(ids of the whole conversation, mask): 1 on the tokens of every assistant turn, 0 on the rest.
 
@@ -62,7 +74,19 @@ def assistant_mask(tokenizer, messages: list[dict], where: str = "row") -> tuple
     rendered up to turn i. For a single-turn row this is TRL's prompt/completion cut exactly
     (`split_prompt_completion`). A template that renders earlier turns differently once more turns follow
     (some drop earlier reasoning) cannot mark them in one example: ChatTemplateError says what to do.
+    Each conversation is tokenised once per tokenizer and process; later calls read the first result.
     """
+    key = (_tokenizer_key(tokenizer), json.dumps(messages, sort_keys=True, ensure_ascii=False))
+    if key not in _MASKS:
+        if len(_MASKS) >= _MASKS_KEPT:
+            _MASKS.clear()
+        ids, mask = _assistant_mask(tokenizer, messages, where)
+        _MASKS[key] = tuple(ids), tuple(mask)
+    ids, mask = _MASKS[key]
+    return list(ids), list(mask)
+
+
+def _assistant_mask(tokenizer, messages: list[dict], where: str) -> tuple[list[int], list[int]]:
     ids = chat_ids(tokenizer, messages)
     mask = [0] * len(ids)
     for i, m in enumerate(messages):

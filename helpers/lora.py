@@ -106,11 +106,13 @@ def energy_curve(matrix: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(s2, 0) / s2.sum()
 
 
-def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
-    """The smallest k whose top-k singular values hold at least `energy` of ΔW's squared Frobenius norm."""
+def effective_rank(delta: torch.Tensor, energy: float = 0.9, curve: torch.Tensor | None = None) -> int:
+    """The smallest k whose top-k singular values hold at least `energy` of ΔW's squared Frobenius norm.
+
+    curve: ΔW's `energy_curve`, when it is at hand (its SVD is the whole cost on a large matrix)."""
     if not 0 < energy <= 1:
         raise ValueError(f"energy must be in (0, 1], got {energy}; 0.9 means 90% of the squared Frobenius norm.")
-    curve = energy_curve(delta)
+    curve = energy_curve(delta) if curve is None else curve
     if not torch.isfinite(curve).all():
         raise ValueError("ΔW is all zeros (or not finite): nothing changed, so there is no rank to measure.")
     return int(torch.searchsorted(curve, torch.tensor(energy - 1e-12, dtype=curve.dtype)).item()) + 1
@@ -137,11 +139,14 @@ def module_type(name: str) -> str:
     return name.split(".")[-2]
 
 
-def effective_ranks(deltas: dict[str, torch.Tensor], energy: float = 0.9) -> list[dict]:
-    """One row per matrix: its module type, layer, shape, effective rank and that rank as a fraction of full rank."""
+def effective_ranks(deltas: dict[str, torch.Tensor], energy: float = 0.9,
+                    curves: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """One row per matrix: its module type, layer, shape, effective rank and that rank as a fraction of full rank.
+
+    curves: each matrix's `energy_curve` by name, when computed already (one SVD per matrix, not two)."""
     rows = []
     for name, delta in deltas.items():
-        k = effective_rank(delta, energy)
+        k = effective_rank(delta, energy, (curves or {}).get(name))
         layer = int(re.search(r"\.(\d+)\.", name).group(1))  # the block's index in the name
         rows.append({"matrix": name, "module": module_type(name), "layer": layer,
                      "shape": tuple(delta.shape), "full_rank": min(delta.shape), "effective_rank": k,
