@@ -194,7 +194,9 @@ BUDGETS: dict[str, dict[str, dict]] = {
                "max_eval_rows": 2, "timing_repeats": 3, "combination_types": ["cat"]},
         "08": {"model": REAL_MODEL, "dataset": REAL_CHAT_DATA, "batch_size": 2, "seq_len": 64, "timed_steps": 1,
                "gen_tokens": 8, "launch_steps": 3},
-        "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 16, "max_steps": 2,
+        # 4 warm-up steps give the check batch groups with spread under the partial reward (2 of 2; greedy
+        # accuracy 0.00 -> 0.12, sampled reward 0.03 -> 0.32, 2026-12-03); 16 cost 40 s more of a CI worker
+        "09": {"model": REAL_MODEL, "reward": "reversal_partial", "warmup_sft_steps": 4, "max_steps": 2,
                "prompts_per_step": 2, "num_generations": 4, "seeds": [0], "hack_steps": 0,
                "generations_sweep": [], "control_steps": 0, "max_eval_rows": 8, "max_probes": 16,
                "clip_steps": 0},
