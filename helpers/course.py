@@ -30,10 +30,17 @@ from helpers.recipes import check_parameters
 KERNEL_ENV = {**OFFLINE_ENV, BATCH_ENV: "1"}
 
 
-# Measured: an AVX2-only 2-core CPU (Zen 3, cpu family 25) ran the tiny course 1.6x slower than the AVX-512
-# Zen 4 machine (family 25) whose times the committed notebooks record (1.1x to 2.8x by notebook), and 2.4x
-# slower than a Zen 5 (family 26): BENCHMARKS.md.
+# Measured: an AVX2-only 2-core CPU (Zen 3, cpu family 25) ran the tiny course 1.6x slower than an AVX-512 Zen 4
+# (family 25; 1.1x to 2.8x by notebook), and 2.4x slower than a Zen 5 (family 26): BENCHMARKS.md. The estimate
+# of the real-model benchmark budget, recorded on AVX-512 machines, uses it; the tiny world's measures the CPU.
 AVX2_ONLY_SLOWDOWN = 1.6
+# The committed tiny notebooks (whose papermill durations the estimate starts from) ran on BENCHMARKS.md's Xeon
+# (2026-12-03, b213549), where one thread multiplies the tiny model's matrices (`helpers.cost.one_thread_flops`)
+# at about 165 GFLOP/s (159-173 measured). Another CPU's estimate is the recorded time times the ratio of the two
+# speeds. Checked on a Zen 4 (2026-12-03): its thread runs that product at 105 GFLOP/s, a ratio of 1.57, and it ran
+# the course two at a time in 23.6 min against the Xeon's 15.6 (1.51x).
+RECORDED_ON = "the AVX-512 Xeon of BENCHMARKS.md"
+RECORDED_ONE_THREAD_FLOPS = 165e9
 # The real-model benchmark budget, seconds per notebook at today's budgets on AVX-512 2-core machines
 # (BENCHMARKS.md): 01, 02, 05, 06, 07, 09 measured on a Zen 4; 03 and 04 on a Xeon about 0.6x the Zen 4's
 # time; 00 and 08 (which train with no recipe's rate) on a Zen 5 (2026-11-24).
@@ -53,7 +60,9 @@ def recorded_seconds(notebook: Path, budget: str) -> float | None:
 
 def estimate(chosen: list[Path], budget: str, jobs: int = 1) -> str:
     """One line: how long the chosen notebooks should take on this CPU, from the recorded times (each alone,
-    with every core), run `jobs` at a time as `run_each` runs them."""
+    with every core), run `jobs` at a time as `run_each` runs them. On the tiny world the recorded times are
+    scaled by this CPU's speed (`helpers.cost.one_thread_flops`) against the machine that recorded them."""
+    from helpers import cost
     from helpers.env import cpu_model_and_flags
 
     known = [recorded_seconds(nb, budget) for nb in chosen]
@@ -65,6 +74,12 @@ def estimate(chosen: list[Path], budget: str, jobs: int = 1) -> str:
     in_lanes = makespan([seconds[nb] * LANE_SLOWDOWN.get(budget, jobs) for nb in shared], jobs)
     minutes = (in_lanes + sum(seconds[nb] for nb in alone)) / 60
     how = f", {jobs} notebooks at a time" if jobs > 1 else ""
+    if budget == "tiny":
+        here = cost.one_thread_flops()
+        factor = RECORDED_ONE_THREAD_FLOPS / here
+        return (f"estimate: about {minutes * factor:.0f} min on this CPU{how}: {minutes:.0f} min recorded on "
+                f"{RECORDED_ON} times {factor:.1f}, the ratio of their speeds (one thread multiplies the tiny "
+                f"model's matrices at {here / 1e9:.0f} GFLOP/s here, {RECORDED_ONE_THREAD_FLOPS / 1e9:.0f} there)")
     if "avx512f" in cpu_model_and_flags()[1]:
         return (f"estimate: about {minutes:.0f} min on a 2-core AVX-512 CPU like this one (recorded{how}); about "
                 f"{minutes * AVX2_ONLY_SLOWDOWN:.0f} min on an AVX2-only one (the tiny course's measured "

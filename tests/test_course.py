@@ -56,6 +56,32 @@ def test_the_estimate_counts_the_lanes():
     assert minutes(estimate(chosen, "benchmark", 2)) >= minutes(estimate(chosen, "benchmark", 1))
 
 
+def test_the_estimate_scales_by_this_cpus_speed(monkeypatch):
+    from helpers import cost
+    from helpers.course import RECORDED_ONE_THREAD_FLOPS
+
+    chosen = notebooks()
+    def minutes(line):
+        return int(line.split("about ")[1].split(" min")[0])
+
+    monkeypatch.setattr(cost, "one_thread_flops", lambda: RECORDED_ONE_THREAD_FLOPS)
+    as_recorded = estimate(chosen, "tiny", 2)
+    monkeypatch.setattr(cost, "one_thread_flops", lambda: RECORDED_ONE_THREAD_FLOPS / 2)
+    half_as_fast = estimate(chosen, "tiny", 2)
+    assert abs(minutes(half_as_fast) - 2 * minutes(as_recorded)) <= 1
+    assert "times 2.0" in half_as_fast and "times 1.0" in as_recorded
+
+
+def test_one_threads_speed_is_measured_and_the_threads_restored():
+    import torch
+
+    from helpers.cost import one_thread_flops
+
+    threads = torch.get_num_threads()
+    assert 1e8 < one_thread_flops() < 1e13   # between a slow phone's core and a GPU's
+    assert torch.get_num_threads() == threads
+
+
 def test_lanes_by_default_only_where_they_were_measured_to_gain(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert default_jobs("tiny") == 2 and default_jobs("benchmark") == 1 and default_jobs("smoke") == 1
