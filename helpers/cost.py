@@ -32,6 +32,19 @@ DECODE_OVERHEAD_SECONDS = {"cpu": 0.004, "cuda": 0.01}   # per generated token o
 LONG_SECONDS = 30 * 60    # past this a cell's estimate comes with a warning
 
 
+def _best_product_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int, sync=lambda: None) -> float:
+    """The shortest of `repeats` timings of `a @ b` (each followed by `sync`), after one untimed warm-up."""
+    a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 @functools.lru_cache(maxsize=None)
 def matmul_flops(device: str = "cpu") -> float:
     """This machine's fp32 (CPU) or bf16 (GPU) matmul speed, in floating-point operations per second, measured
@@ -40,15 +53,7 @@ def matmul_flops(device: str = "cpu") -> float:
     a = torch.randn(1024, 1024, dtype=dtype, device=device)
     b = torch.randn(1024, 1024, dtype=dtype, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    a @ b
-    sync()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 1024 ** 3 / best
+    return 2 * 1024 ** 3 / _best_product_seconds(a, b, 5, sync)
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,16 +65,10 @@ def one_thread_flops() -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a, b = torch.randn(384, 256), torch.randn(256, 688)
-        a @ b
-        best = float("inf")
-        for _ in range(50):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
+        seconds = _best_product_seconds(torch.randn(384, 256), torch.randn(256, 688), 50)
     finally:
         torch.set_num_threads(threads)
-    return 2 * 384 * 256 * 688 / best
+    return 2 * 384 * 256 * 688 / seconds
 
 
 def _device(model) -> str:

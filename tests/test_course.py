@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.course import default_jobs, estimate, lanes, makespan, notebooks, run_each
+from helpers.course import RECORDED_ONE_THREAD_FLOPS, default_jobs, estimate, lanes, makespan, notebooks, run_each
 
 
 def _where(nb: Path) -> tuple[str, str | None, int]:
@@ -13,6 +13,11 @@ def _where(nb: Path) -> tuple[str, str | None, int]:
     if nb.name.startswith("99"):
         raise ValueError("broken on purpose")
     return nb.name, os.environ.get("OMP_NUM_THREADS"), os.getpid()
+
+
+def minutes(line: str) -> int:
+    """The minutes of an estimate's line ("estimate: about 24 min ...")."""
+    return int(line.split("about ")[1].split(" min")[0])
 
 
 def fake(*numbers: str) -> list[Path]:
@@ -47,9 +52,6 @@ def test_lanes_and_their_makespan():
 
 def test_the_estimate_counts_the_lanes():
     chosen = notebooks()
-    def minutes(line):
-        return int(line.split("about ")[1].split(" min")[0])
-
     one, two = (estimate(chosen, "tiny", jobs) for jobs in (1, 2))
     assert "2 notebooks at a time" in two and minutes(two) < minutes(one)
     # a budget whose lanes were never measured is estimated as if the lanes gained nothing
@@ -58,12 +60,8 @@ def test_the_estimate_counts_the_lanes():
 
 def test_the_estimate_scales_by_this_cpus_speed(monkeypatch):
     from helpers import cost
-    from helpers.course import RECORDED_ONE_THREAD_FLOPS
 
     chosen = notebooks()
-    def minutes(line):
-        return int(line.split("about ")[1].split(" min")[0])
-
     monkeypatch.setattr(cost, "one_thread_flops", lambda: RECORDED_ONE_THREAD_FLOPS)
     as_recorded = estimate(chosen, "tiny", 2)
     monkeypatch.setattr(cost, "one_thread_flops", lambda: RECORDED_ONE_THREAD_FLOPS / 2)
